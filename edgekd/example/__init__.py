@@ -1,0 +1,1 @@
+"""The bundled example: a Fashion-MNIST subset and a trained teacher."""
