@@ -1,0 +1,57 @@
+"""Export PyTorch models (float or fake-quant) to ONNX with a dynamic batch axis."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from edgekd.atomic import write_bytes
+from edgekd.export.qdq import finalize_qdq
+
+OPSET = 17
+INPUT, OUTPUT = "input", "logits"
+
+
+def to_onnx(model: nn.Module, sample: torch.Tensor) -> onnx.ModelProto:
+    """Trace ``model`` on ``sample`` (batch >= 1) into an ONNX model with a dynamic batch axis."""
+    model = model.eval()
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about constants are expected here
+        torch.onnx.export(
+            model,
+            (sample,),
+            buf,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            do_constant_folding=True,
+        )
+    return onnx.load_from_string(buf.getvalue())
+
+
+def export_onnx(
+    model: nn.Module,
+    sample: torch.Tensor,
+    path: str | Path,
+    *,
+    quantized: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> onnx.ModelProto:
+    """Export ``model`` to ``path`` atomically; fake-quant models get integer weights and biases."""
+    proto = to_onnx(model, sample)
+    if quantized:
+        proto = finalize_qdq(proto)
+    for key, value in (metadata or {}).items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "edgekd"
+    onnx.checker.check_model(proto, full_check=True)
+    write_bytes(path, proto.SerializeToString())
+    return proto

@@ -1,0 +1,1 @@
+"""INT8 fake-quantisation: per-runtime schemes, calibration and quantization-aware training."""

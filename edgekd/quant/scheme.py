@@ -1,0 +1,56 @@
+"""Quantization schemes: the integer arithmetic each runtime really executes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgekd.errors import BadInput
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """Where Q/DQ pairs go and which integer types they use.
+
+    Weights are always int8, symmetric (zero point 0), per output channel, in [-127, 127].
+    """
+
+    name: str
+    signed_activations: bool  # int8 symmetric (zero point 0) or uint8 asymmetric
+    quantize_outputs: bool  # Q/DQ on conv/linear outputs (after a following ReLU) as well
+    description: str
+
+    @property
+    def act_range(self) -> tuple[int, int]:
+        return (-128, 127) if self.signed_activations else (0, 255)
+
+
+SCHEMES = {
+    "tensorrt": QuantScheme(
+        name="tensorrt",
+        signed_activations=True,
+        quantize_outputs=False,
+        description=(
+            "TensorRT explicit quantization: int8 symmetric activations per tensor, Q/DQ on the "
+            "inputs of Conv/Gemm; TensorRT fuses the following ops itself"
+        ),
+    ),
+    "onnxruntime": QuantScheme(
+        name="onnxruntime",
+        signed_activations=False,
+        quantize_outputs=True,
+        description=(
+            "ONNX Runtime QDQ: uint8 asymmetric activations with Q/DQ around each Conv/Gemm "
+            "(after its ReLU), the pattern ONNX Runtime fuses into QLinearConv/QGemm"
+        ),
+    ),
+}
+
+
+def get_scheme(name: str) -> QuantScheme:
+    """The scheme called ``name``."""
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise BadInput(
+            f"unknown quantization scheme {name!r}; known: {', '.join(sorted(SCHEMES))}"
+        ) from None
