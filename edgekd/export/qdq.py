@@ -91,9 +91,8 @@ def _quantize_biases(g: _Graph) -> None:
         sname = g.add(scale, f"{base}_scale")
         zname = g.add(np.zeros_like(q), f"{base}_zero_point")
         out = f"{base}_dequantized"
-        dq = helper.make_node(
-            "DequantizeLinear", [qname, sname, zname], [out], name=f"{base}_DequantizeLinear", axis=0
-        )
+        inputs = [qname, sname, zname]
+        dq = helper.make_node("DequantizeLinear", inputs, [out], name=f"{base}_dq", axis=0)
         node.input[2] = out
         nodes.insert(len(nodes) - 1, dq)
     del g.graph.node[:]

@@ -52,7 +52,7 @@ class ConvNet(nn.Module):
         for i, cout in enumerate(widths):
             if i > 0:
                 layers.append(nn.MaxPool2d(2))
-            for b in range(blocks if i > 0 else blocks - 1):
+            for _ in range(blocks if i > 0 else blocks - 1):
                 layers.append(_conv_bn_relu(cin, cout))
                 cin = cout
         self.features = nn.Sequential(*layers)
