@@ -131,7 +131,7 @@ def load_dataset(
             f"{_hw(val.x.shape[2:])}; pass --input-size H,W to resize them"
         )
     size = input_size or (train.x.shape[2], train.x.shape[3])
-    train, val = (Split(_channels(_resize(s.x, size), c), s.y) for s in (train, val))
+    train, val = (Split(_channels(_resize(sp.x, size), c), sp.y) for sp in (train, val))
 
     m = _per_channel(mean, c, "mean") if mean is not None else None
     s = _per_channel(std, c, "std") if std is not None else None
@@ -244,8 +244,8 @@ def _header(path: Path) -> tuple[str, tuple[int, int]]:
     try:
         with Image.open(path) as im:
             return im.mode, im.size
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise BadInput(f"corrupt or unreadable image {path}: {e}") from None
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise BadInput(f"corrupt or unreadable image: {path}") from None
 
 
 def _decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
@@ -257,8 +257,8 @@ def _decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
             if im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.float32) / (65535.0 if wide else 255.0)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise BadInput(f"corrupt or unreadable image {path}: {e}") from None
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise BadInput(f"corrupt or unreadable image: {path}") from None
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     return np.repeat(a, channels, axis=0) if a.shape[0] != channels else a
 
@@ -272,6 +272,8 @@ def _is_gray(mode: str) -> bool:
 
 def _read_npz(path: Path, val_fraction: float, seed: int) -> tuple[Split, Split, list[str]]:
     """Read ``x_train, y_train, x_val, y_val`` (or ``x, y``, then split) and ``class_names``."""
+    if not zipfile.is_zipfile(path):
+        raise BadInput(f"{path} is not an NPZ file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -377,12 +379,13 @@ def _stratified(
         if len(idx) < 2:
             raise BadInput(
                 f"class {classes[c]!r} has {len(idx)} sample; need at least 2 to split off a "
-                "validation set (or provide one)"
+                "validation set (or provide a val split)"
             )
         n_val = min(max(round(len(idx) * val_fraction), 1), len(idx) - 1)
         val.append(idx[:n_val])
         train.append(idx[n_val:])
-    return (torch.from_numpy(np.sort(np.concatenate(p))) for p in (train, val))
+    train_idx, val_idx = (torch.from_numpy(np.sort(np.concatenate(p))) for p in (train, val))
+    return train_idx, val_idx
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
