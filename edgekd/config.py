@@ -1,0 +1,94 @@
+"""The resolved configuration of a run, and the bundled example's defaults."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import BadInput
+
+EXAMPLE_TEACHER = "edgekd.example.teacher:fashion_cnn"
+EXAMPLE_MEAN = [0.2860]
+EXAMPLE_STD = [0.3530]
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Everything that decides what ``compress`` produces."""
+
+    teacher: str | None = None
+    weights: str | None = None
+    data: str | None = None
+    target: str = "host-cpu"
+    student: str | None = None  # module:factory overriding the sized student
+    family: str = "convnet"
+    loss: str = "kd"
+    temperature: float = 4.0
+    alpha: float = 0.9
+    epochs: int = 15
+    qat_epochs: int = 3
+    lr: float = 3e-3
+    qat_lr: float | None = None  # default: 1 % of lr (NVIDIA's QAT recipe)
+    batch_size: int = 128
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    input_size: list[int] | None = None
+    val_fraction: float = 0.2
+    calib_samples: int = 512
+    calib_manifest: str | None = None
+    min_compression: float = 8.0
+    max_accuracy_drop: float = 1.0  # points of top-1 accuracy vs the teacher
+    device: str = "auto"
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> CompressConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise BadInput(f"{where}: unknown key(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    @property
+    def effective_qat_lr(self) -> float:
+        return self.qat_lr if self.qat_lr is not None else self.lr * 0.01
+
+    def resolved(self) -> CompressConfig:
+        """Fill in the bundled example when neither teacher nor data is given; check ranges."""
+        cfg = self
+        if cfg.teacher is None and cfg.data is None:
+            example = resources.files("edgekd.example")
+            calib = resources.files("edgekd._calib") / "fashion-mnist-example.toml"
+            cfg = replace(
+                cfg,
+                teacher=EXAMPLE_TEACHER,
+                weights=str(example / "teacher.pt"),
+                data=str(example / "fashion_mnist_small.npz"),
+                mean=cfg.mean or EXAMPLE_MEAN,
+                std=cfg.std or EXAMPLE_STD,
+                calib_manifest=cfg.calib_manifest or str(calib),
+            )
+        elif cfg.teacher is None or cfg.data is None:
+            raise BadInput("give both --teacher and --data, or neither to run the bundled example")
+        for name in ("epochs", "batch_size", "calib_samples"):
+            if getattr(cfg, name) < 1:
+                raise BadInput(f"--{name.replace('_', '-')} must be at least 1")
+        if cfg.qat_epochs < 0:
+            raise BadInput("--qat-epochs must be 0 or more")
+        for name in ("lr", "temperature", "min_compression", "max_accuracy_drop"):
+            if getattr(cfg, name) < 0 or (name != "max_accuracy_drop" and getattr(cfg, name) == 0):
+                raise BadInput(f"--{name.replace('_', '-')} must be positive")
+        return cfg
+
+
+def read_config(path: Path) -> CompressConfig:
+    try:
+        return CompressConfig.from_dict(json.loads(path.read_text()), where=str(path))
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise BadInput(f"{path}: not a readable run config ({e})") from None

@@ -1,0 +1,110 @@
+"""A run folder: where each artifact lives, the saved config, stage records and the manifest."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from edgekd import __version__
+from edgekd.atomic import sha256, write_json
+from edgekd.config import CompressConfig, read_config
+from edgekd.errors import BadInput
+
+ARTIFACTS = (
+    "config.json",
+    "student.pt",
+    "student_qat.pt",
+    "teacher.onnx",
+    "student_fp32.onnx",
+    "student_int8.onnx",
+    "report.json",
+    "report.md",
+)
+
+
+class RunDir:
+    """Paths and records of one run folder (``--out``)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.logs = self.root / "logs"
+        self.config_json = self.root / "config.json"
+        self.student_pt = self.root / "student.pt"
+        self.student_qat_pt = self.root / "student_qat.pt"
+        self.teacher_onnx = self.root / "teacher.onnx"
+        self.student_fp32_onnx = self.root / "student_fp32.onnx"
+        self.student_int8_onnx = self.root / "student_int8.onnx"
+        self.report_json = self.root / "report.json"
+        self.report_md = self.root / "report.md"
+
+    def exists(self) -> bool:
+        return self.config_json.exists()
+
+    def config(self) -> CompressConfig:
+        if not self.exists():
+            raise BadInput(
+                f"{self.root}: not a run folder (no config.json); run edgekd compress or distill first"
+            )
+        return read_config(self.config_json)
+
+    def need(self, *paths: Path) -> None:
+        """Fail with a clear line when a stage's inputs are missing."""
+        for p in paths:
+            if not p.exists():
+                raise BadInput(f"{p} is missing; run the stage that makes it first")
+
+    def record(self, stage: str) -> dict[str, Any] | None:
+        path = self.logs / f"{stage}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save_record(self, stage: str, data: dict[str, Any]) -> None:
+        write_json(self.logs / f"{stage}.json", data)
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.logs / f"{stage}.ckpt"
+
+    def start(self, cfg: CompressConfig, resume: bool) -> None:
+        """Create the folder for ``cfg``; an existing run continues only with ``resume``."""
+        if self.exists():
+            old = self.config().to_dict()
+            if not resume:
+                raise BadInput(
+                    f"{self.root} already holds a run; pass --resume to continue it or choose another --out"
+                )
+            diff = sorted(k for k, v in cfg.to_dict().items() if old.get(k) != v)
+            if diff:
+                raise BadInput(
+                    f"--resume: {self.root} was made with different settings ({', '.join(diff)}); "
+                    "use a new --out"
+                )
+            return
+        self.logs.mkdir(parents=True, exist_ok=True)
+        write_json(self.config_json, cfg.to_dict())
+
+    def write_manifest(self) -> dict[str, Any]:
+        """manifest.json: resolved config, versions and the sha256 of every artifact present."""
+        import onnx
+        import onnxruntime
+        import torch
+
+        files = [self.root / a for a in ARTIFACTS] + sorted(self.logs.glob("*.json"))
+        manifest = {
+            "edgekd": __version__,
+            "config": self.config().to_dict(),
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+            },
+            "platform": platform.platform(),
+            "artifacts": {
+                str(p.relative_to(self.root)): {"sha256": sha256(p), "bytes": p.stat().st_size}
+                for p in files
+                if p.exists()
+            },
+        }
+        write_json(self.root / "manifest.json", manifest)
+        return manifest

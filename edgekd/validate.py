@@ -1,0 +1,111 @@
+"""Accuracy and latency of the exported models on the runtime, and the gates that decide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.data import Split
+from edgekd.runners.latency import LatencyStats
+from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.targets import Target
+
+
+def top1(logits: np.ndarray) -> np.ndarray:
+    return logits.argmax(axis=1)
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((top1(logits) == labels).mean())
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of samples on which two models pick the same top-1 class."""
+    return float((top1(a) == top1(b)).mean())
+
+
+@dataclass
+class ModelResult:
+    """One ONNX model's predictions and latency."""
+
+    logits: np.ndarray
+    latency: LatencyStats
+
+
+def run_model(path: Path, val: Split, target: Target, label: str) -> ModelResult:
+    """Predict the validation split and time single queries with the target's latency method."""
+    method = target.latency
+    with OrtRunner(path, target.execution_providers, threads=method.threads) as runner:
+        logits = runner.predict(val.x.numpy())
+        sample = val.x[: method.batch].numpy()
+        stats = runner.time(
+            sample,
+            warmup=method.warmup,
+            min_queries=method.min_queries,
+            min_duration_s=method.min_duration_s,
+            label=f"latency {label}",
+        )
+    if target.family != "host":
+        stats = LatencyStats(
+            **{**stats.to_dict(), "where": f"{stats.where} (this host, not {target.name})"}
+        )
+    return ModelResult(logits, stats)
+
+
+@dataclass
+class Gates:
+    """Pass/fail checks; ``failed`` and ``skipped`` say why in one line each."""
+
+    checked: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def check(self, ok: bool, name: str, detail: str) -> None:
+        self.checked.append(name)
+        if not ok:
+            self.failed.append(f"{name}: {detail}")
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "checked": self.checked,
+            "failed": self.failed,
+            "skipped": self.skipped,
+        }
+
+
+def gate(
+    target: Target,
+    accuracy_: dict[str, float | None],
+    latency: dict[str, LatencyStats],
+    deployed: str,
+    max_accuracy_drop: float,
+) -> Gates:
+    """Accuracy drop of the deployed model vs the teacher; its p90 vs the target's budget."""
+    gates = Gates()
+    drop = (accuracy_["teacher"] - accuracy_[deployed]) * 100
+    gates.check(
+        drop <= max_accuracy_drop,
+        "accuracy_drop",
+        f"{deployed} is {drop:.2f} pt below the teacher (allowed {max_accuracy_drop:g} pt)",
+    )
+    budget = target.budgets.p90_latency_ms
+    if target.family == "host":
+        p90 = latency[deployed].p90
+        gates.check(
+            p90 <= budget,
+            "latency_budget",
+            f"{deployed} p90 {p90:.3f} ms > budget {budget:g} ms ({latency[deployed].where})",
+        )
+    else:
+        gates.skipped.append(
+            f"latency_budget: {target.name} was not measured on the device itself; "
+            "the latencies here are from this host"
+        )
+    return gates
