@@ -1,0 +1,1 @@
+"""Bundled target profiles (package data; see edgekd.targets)."""
