@@ -1,0 +1,238 @@
+"""The ``edgekd`` command: a thin Typer shell over the Python API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgekd.config import CompressConfig
+from edgekd.data import parse_floats
+from edgekd.errors import BadInput, EdgekdError, GateFailed
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Distil a teacher into a small INT8 student for an edge device, export it, and prove it.",
+)
+targets_app = typer.Typer(no_args_is_help=True, help="List and inspect target device profiles.")
+app.add_typer(targets_app, name="targets")
+
+_debug = False
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder.")]
+Run = Annotated[Path, typer.Argument(help="A run folder made by compress or distill.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    global _debug
+    _debug = debug or bool(os.environ.get("EDGEKD_DEBUG"))
+
+
+def _fail(e: BaseException, code: int) -> None:
+    if _debug:
+        raise e
+    typer.echo(f"edgekd: error: {e}", err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn, *args, **kwargs) -> Any:
+    """Call ``fn``; turn edgekd errors into one line and their exit code."""
+    try:
+        return fn(*args, **kwargs)
+    except EdgekdError as e:
+        _fail(e, e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("edgekd: interrupted; rerun with --resume to continue", err=True)
+        raise typer.Exit(130) from None
+    except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+        _fail(RuntimeError(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)"), 1)
+
+
+def _size(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise BadInput(f"--input-size {text!r}: expected H,W or one number") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise BadInput(f"--input-size {text!r}: expected H,W or one number")
+    return values
+
+
+def _summary(report: dict[str, Any], out: Path) -> dict[str, Any]:
+    keys = ("accuracy", "agreement", "params", "gates", "wall_seconds")
+    summary = {
+        "out": str(out),
+        "target": report["target"]["name"],
+        "student": report["student"]["label"],
+    }
+    summary.update({k: report[k] for k in keys if k in report})
+    summary["latency_p90_ms"] = {k: v["p90"] for k, v in report["latency_ms"].items()}
+    return summary
+
+
+def _finish(report: dict[str, Any], out: Path, as_json: bool) -> None:
+    summary = _summary(report, out)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo((out / "report.md").read_text(), err=True)
+        typer.echo(f"run folder: {out}", err=True)
+    if not report["gates"]["passed"]:
+        _fail(GateFailed("; ".join(report["gates"]["failed"])), GateFailed.exit_code)
+
+
+def _config(**options: Any) -> CompressConfig:
+    """A config from the command-line options that were given (None = default)."""
+    names = {f.name for f in fields(CompressConfig)}
+    given = {k: v for k, v in options.items() if k in names and v is not None}
+    for key in ("mean", "std"):
+        if key in given:
+            given[key] = list(parse_floats(given[key]))
+    if "input_size" in given:
+        given["input_size"] = _size(given["input_size"])
+    return CompressConfig(**given)
+
+
+@app.command()
+def compress(
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="TorchScript, .pt2, .onnx, or module:factory / file.py:factory."),
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="state_dict for a module:factory teacher.")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="ImageFolder dir, .npz, or IDX dir.")] = None,
+    target: Annotated[str, typer.Option(help="Target name or profile .toml.")] = "host-cpu",
+    out: Out = Path("edgekd-run"),
+    student: Annotated[
+        str | None, typer.Option(help="module:factory overriding the sized student.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
+    qat_epochs: Annotated[
+        int | None, typer.Option(help="Quantization-aware fine-tuning epochs.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate of the float stage.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="KD temperature.")] = None,
+    mean: Annotated[str | None, typer.Option(help="Per-channel mean, comma-separated.")] = None,
+    std: Annotated[str | None, typer.Option(help="Per-channel std, comma-separated.")] = None,
+    input_size: Annotated[str | None, typer.Option(help="Resize inputs to H,W.")] = None,
+    max_accuracy_drop: Annotated[
+        float | None, typer.Option(help="Gate: points below the teacher.")
+    ] = None,
+    min_compression: Annotated[
+        float | None, typer.Option(help="Student at most teacher params / this.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda[:N] for training.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Distil, fine-tune quantization-aware, export and validate (no --teacher/--data: the bundled example)."""
+    from edgekd.pipeline import compress as run_compress
+
+    cfg = _guard(_config, **locals())
+    report = _guard(run_compress, cfg, out, resume=resume)
+    _finish(report, out, as_json)
+
+
+@app.command()
+def distill(
+    teacher: Annotated[str | None, typer.Option(help="Teacher spec (see compress).")] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="state_dict for a module:factory teacher.")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="ImageFolder dir, .npz, or IDX dir.")] = None,
+    target: Annotated[str, typer.Option(help="Target name or profile .toml.")] = "host-cpu",
+    out: Out = Path("edgekd-run"),
+    student: Annotated[
+        str | None, typer.Option(help="module:factory overriding the sized student.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    mean: Annotated[str | None, typer.Option(help="Per-channel mean, comma-separated.")] = None,
+    std: Annotated[str | None, typer.Option(help="Per-channel std, comma-separated.")] = None,
+    input_size: Annotated[str | None, typer.Option(help="Resize inputs to H,W.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda[:N].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+) -> None:
+    """Create a run folder, size the student and distil it (student.pt)."""
+    from edgekd.pipeline import distill as run_distill
+    from edgekd.pipeline import open_run
+
+    cfg = _guard(_config, **locals())
+    ctx = _guard(open_run, cfg, out, resume=resume)
+    _guard(run_distill, ctx)
+    _guard(ctx.run.write_manifest)
+    typer.echo(f"wrote {ctx.run.student_pt}", err=True)
+
+
+def _stage(stage: str, run: Path) -> Any:
+    from edgekd.pipeline import run_stage
+
+    return _guard(run_stage, stage, run)
+
+
+@app.command()
+def quantize(run: Run) -> None:
+    """Calibrate and fine-tune the distilled student quantization-aware (student_qat.pt)."""
+    _stage("quantize", run)
+
+
+@app.command("export")
+def export_(run: Run) -> None:
+    """Export teacher.onnx, student_fp32.onnx and student_int8.onnx (Q/DQ)."""
+    _stage("export", run)
+
+
+@app.command()
+def validate(run: Run, as_json: Json = False) -> None:
+    """Measure accuracy and latency of the exported models; gates decide the exit code."""
+    report = _stage("validate", run)
+    _finish(report, run, as_json)
+
+
+@targets_app.command("list")
+def targets_list(as_json: Json = False) -> None:
+    """The bundled target profiles."""
+    from edgekd.targets import list_targets
+
+    targets = _guard(list_targets)
+    if as_json:
+        typer.echo(json.dumps([t.name for t in targets]))
+        return
+    width = max(len(t.name) for t in targets)
+    for t in targets:
+        typer.echo(f"{t.name:<{width}}  {t.runtime:<11}  {t.precision:<4}  {t.description}")
+
+
+@targets_app.command("show")
+def targets_show(name: Annotated[str, typer.Argument(help="Target name or .toml path.")]) -> None:
+    """Every field of one target profile, as JSON."""
+    from edgekd.targets import load_target
+
+    target = _guard(load_target, name)
+    typer.echo(json.dumps(asdict(target), indent=2, default=str))
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(1)

@@ -1,0 +1,413 @@
+"""``compress``: plan → distill → quantize → export → validate, each stage resumable on its own."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd import __version__
+from edgekd.atomic import sha256, write_bytes, write_json, write_text, write_with
+from edgekd.config import CompressConfig
+from edgekd.data import Dataset, calibration_set, load_dataset
+from edgekd.distill.losses import make_loss
+from edgekd.distill.trainer import TrainConfig, fit, predict, resolve_device
+from edgekd.errors import BadInput
+from edgekd.export.onnx_export import export_onnx
+from edgekd.models.profile import profile
+from edgekd.models.sizing import deploy_precision, estimate, size_student
+from edgekd.models.students import StudentSpec, build_student
+from edgekd.models.teacher import OnnxTeacher, check_classes, load_model, load_weights
+from edgekd.progress import log
+from edgekd.quant.prepare import calibrate, freeze, prepare_qat
+from edgekd.quant.scheme import QuantScheme, get_scheme
+from edgekd.report import render_markdown
+from edgekd.run import RunDir
+from edgekd.runners.latency import environment
+from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.targets import Target, load_target
+from edgekd.validate import accuracy, agreement, gate, run_model
+
+PARITY_SAMPLES = 256
+
+
+def count_params(model: nn.Module) -> int:
+    if isinstance(model, OnnxTeacher):
+        import onnx
+
+        return sum(int(np.prod(t.dims)) for t in onnx.load(str(model.path)).graph.initializer)
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class Context:
+    """A run's resolved config and everything loaded from it, loaded lazily and once."""
+
+    cfg: CompressConfig
+    run: RunDir
+
+    @cached_property
+    def target(self) -> Target:
+        return load_target(self.cfg.target)
+
+    @cached_property
+    def data(self) -> Dataset:
+        c = self.cfg
+        return load_dataset(
+            c.data,
+            input_size=tuple(c.input_size) if c.input_size else None,
+            mean=c.mean,
+            std=c.std,
+            val_fraction=c.val_fraction,
+            seed=c.seed,
+        )
+
+    @cached_property
+    def teacher(self) -> nn.Module:
+        teacher = load_model(self.cfg.teacher, self.cfg.weights)
+        check_classes(teacher, self.data.val.x, self.data.num_classes, "the teacher")
+        return teacher
+
+    @cached_property
+    def device(self) -> torch.device:
+        try:
+            return resolve_device(self.cfg.device)
+        except RuntimeError as e:
+            raise BadInput(f"--device {self.cfg.device!r}: {e}") from None
+
+    @property
+    def scheme(self) -> QuantScheme | None:
+        name = self.target.quant_scheme
+        return None if name == "none" else get_scheme(name)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.data.channels, *self.data.size)
+
+    def new_student(self) -> nn.Module:
+        """A fresh float student: the user's factory, or the family member chosen by sizing."""
+        if self.cfg.student:
+            student = load_model(self.cfg.student)
+            check_classes(student, self.data.val.x, self.data.num_classes, "the student")
+            return student.train()
+        sizing = self.run.record("sizing")
+        spec = StudentSpec(sizing["family"], sizing["width"], sizing["depth"])
+        return build_student(spec, self.data.channels, self.data.num_classes)
+
+    def trained_student(self) -> nn.Module:
+        self.run.need(self.run.student_pt)
+        student = self.new_student()
+        load_weights(student, self.run.student_pt)
+        return student.eval()
+
+    def qat_student(self) -> nn.Module:
+        """The fake-quant student as saved by the quantize stage, scales frozen for export."""
+        self.run.need(self.run.student_qat_pt)
+        qmodel = prepare_qat(self.trained_student(), self.scheme)
+        load_weights(qmodel, self.run.student_qat_pt)
+        freeze(qmodel)
+        return qmodel.eval()
+
+    @cached_property
+    def teacher_logits(self) -> torch.Tensor:
+        """The teacher's logits on the training split, cached in the run folder by fingerprint."""
+        weights = sha256(self.cfg.weights) if self.cfg.weights else ""
+        teacher_file = sha256(self.cfg.teacher) if Path(self.cfg.teacher).is_file() else ""
+        key = hashlib.sha256(
+            f"{self.cfg.teacher}|{teacher_file}|{weights}|{self.data.fingerprint}".encode()
+        ).hexdigest()
+        path = self.run.logs / "teacher_logits.pt"
+        if path.exists():
+            cached = torch.load(path, weights_only=True)
+            if cached.get("key") == key:
+                return cached["logits"]
+        log(f"teacher: computing logits for {len(self.data.train):,} training samples")
+        teacher = self.teacher
+        device = torch.device("cpu") if isinstance(teacher, OnnxTeacher) else self.device
+        logits = predict(teacher.to(device), self.data.train.x, device).cpu()
+        teacher.cpu()
+        write_with(path, lambda p: torch.save({"key": key, "logits": logits}, p))
+        return logits
+
+    def calibration_batches(self) -> list[torch.Tensor]:
+        x = self.calibration_inputs()
+        return [x[i : i + 128] for i in range(0, len(x), 128)]
+
+    def calibration_inputs(self) -> torch.Tensor:
+        manifest = self.cfg.calib_manifest
+        if not manifest:
+            return calibration_set(self.data.train, self.cfg.calib_samples, self.cfg.seed)
+        try:
+            spec = tomllib.loads(Path(manifest).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise BadInput(f"{manifest}: not a readable calibration manifest ({e})") from None
+        if spec.get("sha256") and spec["sha256"] != sha256(self.cfg.data):
+            raise BadInput(f"{manifest}: made for another data file than {self.cfg.data}")
+        idx = torch.tensor(spec["indices"])
+        if idx.numel() == 0 or int(idx.max()) >= len(self.data.train):
+            raise BadInput(f"{manifest}: indices do not fit the training split")
+        return self.data.train.x[idx]
+
+
+def _epoch_config(cfg: CompressConfig, qat: bool) -> TrainConfig:
+    if qat:
+        return TrainConfig(
+            epochs=cfg.qat_epochs, lr=cfg.effective_qat_lr, batch_size=cfg.batch_size,
+            warmup_epochs=0.0, seed=cfg.seed + 1, amp=False,
+        )  # fmt: skip
+    return TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
+
+
+def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
+    """Load and check every input, size the student, then create the run folder.
+
+    Everything that can be wrong with the inputs fails here, before anything is written.
+    """
+    data, teacher, target = ctx.data, ctx.teacher, ctx.target
+    teacher_params = count_params(teacher)
+    if ctx.cfg.student:
+        student = ctx.new_student()
+        prof = profile(student, ctx.input_shape)
+        model_mb, _, latency = estimate(prof, target)
+        sizing = {
+            "student": f"user: {ctx.cfg.student}",
+            "estimate": {
+                "params": prof.params,
+                "macs": prof.macs,
+                "model_mb": model_mb,
+                "latency_ms": latency,
+            },
+            "reasons": ["given with --student; the sizing rule was not applied"],
+        }
+    else:
+        decision = size_student(
+            target, ctx.input_shape, data.num_classes, teacher_params,
+            family=ctx.cfg.family, min_compression=ctx.cfg.min_compression,
+        )  # fmt: skip
+        sizing = decision.to_dict()
+    sizing["teacher_params"] = teacher_params
+    sizing["precision"] = deploy_precision(target)
+    ctx.run.start(ctx.cfg, resume)
+    ctx.run.save_record("sizing", sizing)
+    log(f"student: {sizing['student']} — " + "; ".join(sizing["reasons"]))
+    return sizing
+
+
+def distill(ctx: Context) -> None:
+    """Train the float student against the teacher's logits → student.pt."""
+    cfg = ctx.cfg
+    torch.manual_seed(cfg.seed)
+    student = ctx.new_student()
+    loss = make_loss(cfg.loss, temperature=cfg.temperature, alpha=cfg.alpha)
+    history = fit(
+        student, ctx.data.train, ctx.teacher_logits, loss, _epoch_config(cfg, qat=False),
+        device=ctx.device, val=ctx.data.val, checkpoint=ctx.run.checkpoint("distill"), label="distill",
+    )  # fmt: skip
+    write_with(ctx.run.student_pt, lambda p: torch.save(student.state_dict(), p))
+    ctx.run.save_record("distill", {"loss": cfg.loss, "history": history})
+    ctx.run.checkpoint("distill").unlink(missing_ok=True)
+
+
+def quantize(ctx: Context) -> None:
+    """Fold BN, calibrate, fine-tune quantization-aware with the same KD loss → student_qat.pt."""
+    cfg, scheme = ctx.cfg, ctx.scheme
+    if scheme is None:
+        log(f"quantize: skipped, {ctx.target.name} runs {ctx.target.precision} (no INT8)")
+        return
+    torch.manual_seed(cfg.seed)
+    qmodel = prepare_qat(ctx.trained_student(), scheme)
+    t0 = time.perf_counter()
+    calibrate(qmodel, ctx.calibration_batches())
+    record: dict[str, Any] = {
+        "scheme": scheme.name,
+        "scheme_description": scheme.description,
+        "calibration": {
+            "samples": len(ctx.calibration_inputs()),
+            "method": "percentile 99.99",
+            "seconds": time.perf_counter() - t0,
+        },
+        "history": [],
+    }
+    if cfg.qat_epochs:
+        loss = make_loss(cfg.loss, temperature=cfg.temperature, alpha=cfg.alpha)
+        record["history"] = fit(
+            qmodel, ctx.data.train, ctx.teacher_logits, loss, _epoch_config(cfg, qat=True),
+            device=ctx.device, val=ctx.data.val, checkpoint=ctx.run.checkpoint("quantize"), label="qat",
+        )  # fmt: skip
+    freeze(qmodel)
+    write_with(ctx.run.student_qat_pt, lambda p: torch.save(qmodel.state_dict(), p))
+    ctx.run.save_record("quantize", record)
+    ctx.run.checkpoint("quantize").unlink(missing_ok=True)
+
+
+def _parity(path: Path, model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """How closely ONNX Runtime (optimised, as deployed) reproduces the PyTorch model."""
+    with torch.no_grad():
+        ref = model(x).numpy()
+    with OrtRunner(path, threads=0) as runner:
+        out = runner.predict(x.numpy())
+    return {"max_abs_diff": float(np.abs(out - ref).max()), "top1_agreement": agreement(out, ref)}
+
+
+def export(ctx: Context) -> None:
+    """teacher.onnx, student_fp32.onnx and (INT8 targets) student_int8.onnx with Q/DQ."""
+    run, data = ctx.run, ctx.data
+    sample = data.val.x[:1]
+    meta = {
+        "edgekd_version": __version__,
+        "mean": ",".join(f"{m:g}" for m in data.mean),
+        "std": ",".join(f"{s:g}" for s in data.std),
+        "classes": ",".join(data.classes),
+        "target": ctx.target.name,
+    }
+    teacher = ctx.teacher
+    if isinstance(teacher, OnnxTeacher):
+        write_bytes(run.teacher_onnx, teacher.path.read_bytes())
+    else:
+        export_onnx(teacher, sample, run.teacher_onnx, metadata=meta)
+    student = ctx.trained_student()
+    export_onnx(student, sample, run.student_fp32_onnx, metadata=meta)
+    x = data.val.x[:PARITY_SAMPLES]
+    record: dict[str, Any] = {
+        "opset": 17,
+        "student_fp32": _parity(run.student_fp32_onnx, student, x),
+    }
+    if ctx.scheme is not None:
+        qmodel = ctx.qat_student()
+        meta["quant_scheme"] = ctx.scheme.name
+        export_onnx(qmodel, sample, run.student_int8_onnx, quantized=True, metadata=meta)
+        record["student_int8"] = _parity(run.student_int8_onnx, qmodel, x)
+        log(
+            f"export: INT8 ONNX Runtime vs PyTorch fake-quant max |diff| "
+            f"{record['student_int8']['max_abs_diff']:.2e} on {len(x)} samples"
+        )
+    run.save_record("export", record)
+
+
+def validate(ctx: Context) -> dict[str, Any]:
+    """Accuracy, agreement and latency of the ONNX models; gates; report.json and report.md."""
+    run, data, target, cfg = ctx.run, ctx.data, ctx.target, ctx.cfg
+    models = {"teacher": run.teacher_onnx, "student_fp32": run.student_fp32_onnx}
+    if ctx.scheme is not None:
+        models["student_int8"] = run.student_int8_onnx
+    run.need(*models.values())
+    labels = data.val.y.numpy()
+    results = {name: run_model(path, data.val, target, name) for name, path in models.items()}
+    acc = {name: accuracy(r.logits, labels) for name, r in results.items()}
+    latency = {name: r.latency for name, r in results.items()}
+    deployed = "student_int8" if "student_int8" in models else "student_fp32"
+    gates = gate(target, acc, latency, deployed, cfg.max_accuracy_drop)
+    sizing = run.record("sizing")
+    report = {
+        "schema_version": 1,
+        "edgekd": __version__,
+        "target": {
+            "name": target.name,
+            "family": target.family,
+            "runtime": target.runtime,
+            "precision": target.precision,
+            "quant_scheme": target.quant_scheme,
+            "p90_budget_ms": target.budgets.p90_latency_ms,
+        },  # fmt: skip
+        "data": {
+            "source": data.source,
+            "classes": data.num_classes,
+            "train_samples": len(data.train),
+            "val_samples": len(data.val),
+            "input_shape": list(ctx.input_shape),
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "fingerprint": data.fingerprint,
+        },  # fmt: skip
+        "teacher": {"spec": cfg.teacher, "weights": cfg.weights},
+        "student": {"label": sizing["student"], "deployed": deployed, "sizing": sizing},
+        "accuracy": {**{"student_int8": None}, **acc},
+        "agreement": {
+            name: agreement(results[name].logits, results["teacher"].logits)
+            for name in results
+            if name != "teacher"
+        },
+        "params": {
+            "teacher": sizing["teacher_params"],
+            "student": count_params(ctx.trained_student()),
+        },
+        "model_mb": {name: path.stat().st_size / 1e6 for name, path in models.items()},
+        "latency_ms": {name: s.to_dict() for name, s in latency.items()},
+        "latency_ratio": {
+            "student_fp32_vs_teacher": latency["student_fp32"].p90 / latency["teacher"].p90,
+        },
+        "estimate": {
+            "latency_ms": sizing["estimate"]["latency_ms"],
+            "method": "roofline from the target's datasheet figures",
+        },
+        "export": run.record("export"),
+        "training": {
+            "distill": (run.record("distill") or {}).get("history"),
+            "qat": (run.record("quantize") or {}).get("history"),
+        },
+        "quantization": {k: v for k, v in (run.record("quantize") or {}).items() if k != "history"},
+        "gates": gates.to_dict(),
+        "environment": environment(),
+    }
+    if "student_int8" in latency:
+        report["latency_ratio"]["student_int8_vs_fp32"] = (
+            latency["student_int8"].p90 / latency["student_fp32"].p90
+        )
+    write_json(run.report_json, report)
+    write_text(run.report_md, render_markdown(report))
+    return report
+
+
+STAGES = {"distill": distill, "quantize": quantize, "export": export, "validate": validate}
+
+
+def stage_done(ctx: Context, stage: str) -> bool:
+    run = ctx.run
+    done = {
+        "distill": run.student_pt.exists(),
+        "quantize": ctx.scheme is None or run.student_qat_pt.exists(),
+        "export": run.record("export") is not None,
+        "validate": False,  # always re-measured: latency is a property of the moment
+    }
+    return done[stage]
+
+
+def compress(cfg: CompressConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Run every stage into ``out``; with ``resume``, skip the stages already done there."""
+    ctx = Context(cfg.resolved(), RunDir(out))
+    t0 = time.perf_counter()
+    plan(ctx, resume)
+    for name, stage in STAGES.items():
+        if resume and stage_done(ctx, name):
+            log(f"{name}: already done in {ctx.run.root}, skipped (--resume)")
+            continue
+        log(f"== {name}")
+        result = stage(ctx)
+    result["wall_seconds"] = time.perf_counter() - t0
+    write_json(ctx.run.report_json, result)
+    ctx.run.write_manifest()
+    return result
+
+
+def run_stage(stage: str, out: str | Path) -> dict[str, Any] | None:
+    """Run one stage on an existing run folder, with the config saved there."""
+    run = RunDir(out)
+    ctx = Context(run.config(), run)
+    result = STAGES[stage](ctx)
+    run.write_manifest()
+    return result
+
+
+def open_run(cfg: CompressConfig, out: str | Path, resume: bool = False) -> Context:
+    """Check the inputs and create the run folder (the ``distill`` command's first step)."""
+    ctx = Context(cfg.resolved(), RunDir(out))
+    plan(ctx, resume)
+    return ctx

@@ -1,0 +1,56 @@
+"""report.json for machines and report.md for pull requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MODELS = ("teacher", "student_fp32", "student_int8")
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f} %"
+
+
+def _ms(stats: dict[str, Any] | None, key: str) -> str:
+    return "—" if stats is None else f"{stats[key]:.3f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """A short Markdown summary: the verdict, one table, and how latency was measured."""
+    gates = report["gates"]
+    target = report["target"]
+    verdict = "PASSED" if gates["passed"] else "FAILED"
+    lines = [
+        f"## edgekd: {report['student']['label']} for `{target['name']}` — {verdict}",
+        "",
+    ]
+    lines += [f"- ❌ {f}" for f in gates["failed"]]
+    lines += [f"- ⚠️ not checked: {s}" for s in gates["skipped"]]
+    if gates["passed"]:
+        lines.append(f"- ✅ gates passed: {', '.join(gates['checked'])}")
+    lines += [
+        "",
+        "| model | accuracy | agreement with teacher | params | file MB | p50 ms | p90 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in MODELS:
+        if name not in report["latency_ms"]:
+            continue
+        lat = report["latency_ms"][name]
+        params = report["params"]["teacher" if name == "teacher" else "student"]
+        agree = "—" if name == "teacher" else _pct(report["agreement"].get(name))
+        lines.append(
+            f"| {name} | {_pct(report['accuracy'][name])} | {agree} | {params:,} | "
+            f"{report['model_mb'][name]:.3f} | {_ms(lat, 'p50')} | {_ms(lat, 'p90')} | {_ms(lat, 'p99')} |"
+        )
+    where = {lat["where"] for lat in report["latency_ms"].values()}
+    n = {lat["n"] for lat in report["latency_ms"].values()}
+    lines += [
+        "",
+        f"Latency: batch 1, single stream, {min(n)}+ timed queries after warm-up; {'; '.join(sorted(where))}.",
+        f"Accuracy on {report['data']['val_samples']:,} validation samples ({report['data']['source']}).",
+    ]
+    ratio = report.get("latency_ratio", {}).get("student_int8_vs_fp32")
+    if ratio is not None:
+        lines.append(f"INT8 / fp32 p90 latency: {ratio:.2f}×.")
+    return "\n".join(lines) + "\n"
