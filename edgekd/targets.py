@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, EdgekdError
 
 DEFAULT_TARGET = "host-cpu"
 
@@ -152,7 +152,12 @@ def _bundled_dir() -> Path:
     try:
         return Path(str(resources.files("edgekd._targets")))
     except ModuleNotFoundError:  # a source checkout that is not installed
-        return Path(__file__).resolve().parent.parent / "targets"
+        checkout = Path(__file__).resolve().parent.parent / "targets"
+        if not checkout.is_dir():
+            raise EdgekdError(
+                "bundled target profiles missing: edgekd._targets not installed"
+            ) from None
+        return checkout
 
 
 def _bundled_files() -> list[Path]:
@@ -161,7 +166,7 @@ def _bundled_files() -> list[Path]:
 
 def _unknown_target_message(name: str, known: list[str]) -> str:
     key = name.lower()
-    near = [k for k in known if key in k]  # prefix and substring matches first
+    near = [k for k in known if key in k]  # names containing it; failing that, close spellings
     near = near or difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     hint = f"; did you mean: {', '.join(near)}?" if near else ""
     return f'unknown target "{name}"{hint} (edgekd targets list shows all)'
@@ -206,9 +211,9 @@ def _build(cls: type, table: Any, path: Path, prefix: str, preset: dict[str, Any
 
 def _convert(value: Any, hint: Any, spec: Any, path: Path, key: str) -> Any:
     """Check one value against its type hint and field metadata; return it converted."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if type(None) in typing.get_args(hint):
-        hint = args[0]
+    args = typing.get_args(hint)
+    if type(None) in args:  # "X | None": left out means None, given must be an X
+        hint = next(a for a in args if a is not type(None))
     if is_dataclass(hint):
         return _build(hint, value, path, prefix=key + ".", preset={})
     choices = spec.metadata.get("choices")
