@@ -1,0 +1,1 @@
+"""Calibration-set manifests, installed as the package data ``edgekd._calib``."""

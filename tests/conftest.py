@@ -1,0 +1,83 @@
+"""Shared fixtures: scikit-learn's digits as an NPZ and a small trained teacher for them."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+os.environ.setdefault("EDGEKD_QUIET", "1")
+
+TEACHER_SOURCE = textwrap.dedent(
+    '''
+    """A digits teacher, as a user would write one."""
+    from torch import nn
+
+
+    class DigitsTeacher(nn.Module):
+        def __init__(self, num_classes: int = 10):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(1, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            )
+            self.head = nn.Linear(128, num_classes)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+    '''
+)
+DIGITS_MEAN, DIGITS_STD = 0.3, 0.4
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.clip(d.images * 16, 0, 255).astype(np.uint8)  # 0..16 -> 0..255
+    return x, d.target.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Digits as NPZ: 1,397 train / 400 val, uint8 8x8."""
+    x, y = digits_arrays()
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, x_train=x[400:], y_train=y[400:], x_val=x[:400], y_val=y[:400])
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(tmp_path_factory: pytest.TempPathFactory, digits_npz: Path) -> tuple[Path, Path]:
+    """(teacher.py, weights.pt): a ~240k-parameter CNN trained on digits (about 97 % val)."""
+    root = tmp_path_factory.mktemp("teacher")
+    source = root / "digits_teacher.py"
+    source.write_text(TEACHER_SOURCE)
+    scope: dict = {}
+    exec(compile(TEACHER_SOURCE, str(source), "exec"), scope)
+    torch.manual_seed(0)
+    model = scope["DigitsTeacher"]()
+    with np.load(digits_npz) as z:
+        x = (torch.from_numpy(z["x_train"]).float()[:, None] / 255 - DIGITS_MEAN) / DIGITS_STD
+        y = torch.from_numpy(z["y_train"])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(6):
+        for i in range(0, len(x), 64):
+            loss = F.cross_entropy(model(x[i : i + 64]), y[i : i + 64])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    weights = root / "weights.pt"
+    torch.save(model.state_dict(), weights)
+    return source, weights
