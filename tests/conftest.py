@@ -81,3 +81,30 @@ def digits_teacher(tmp_path_factory: pytest.TempPathFactory, digits_npz: Path) -
     weights = root / "weights.pt"
     torch.save(model.state_dict(), weights)
     return source, weights
+
+
+@pytest.fixture(scope="session")
+def fast_target(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """host-cpu with a short latency method, so tests measure in a fraction of a second."""
+    text = (Path(__file__).parents[1] / "targets" / "host-cpu.toml").read_text()
+    text = text.split("[latency]")[0] + (
+        "[latency]\nwarmup = 5\nmin_queries = 64\nmin_duration_s = 0.05\nthreads = 1\n"
+    )
+    path = tmp_path_factory.mktemp("targets") / "fast-host.toml"
+    path.write_text(text.replace('name = "host-cpu"', 'name = "fast-host"'))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_options(digits_npz: Path, digits_teacher: tuple[Path, Path], fast_target: Path) -> dict:
+    """CompressConfig fields for a small, fast run on digits."""
+    source, weights = digits_teacher
+    return {
+        "teacher": f"{source}:DigitsTeacher",
+        "weights": str(weights),
+        "data": str(digits_npz),
+        "target": str(fast_target),
+        "mean": [DIGITS_MEAN],
+        "std": [DIGITS_STD],
+        "batch_size": 64,
+    }

@@ -1,0 +1,107 @@
+"""End to end: compress on digits, then each stage alone, resume, and a failing gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgekd.atomic import sha256
+from edgekd.cli import app
+from edgekd.config import CompressConfig
+from edgekd.pipeline import compress, run_stage
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, digits_options) -> tuple[Path, dict]:
+    cfg = CompressConfig(**digits_options, epochs=4, qat_epochs=1, max_accuracy_drop=5.0)
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    return out, compress(cfg, out)
+
+
+def test_report_has_the_contracted_fields(run) -> None:
+    _, report = run
+    for name in ("teacher", "student_fp32", "student_int8"):
+        assert 0.0 <= report["accuracy"][name] <= 1.0
+        lat = report["latency_ms"][name]
+        assert set(lat) == {"p50", "p90", "p99", "mean", "n", "where"}
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+        assert lat["n"] >= 64
+        assert lat["where"].startswith("measured: onnxruntime") and "1 thread" in lat["where"]
+    assert 0.0 <= report["agreement"]["student_int8"] <= 1.0
+    assert report["gates"]["passed"] is True and report["gates"]["failed"] == []
+    assert {"accuracy_drop", "latency_budget"} <= set(report["gates"]["checked"])
+    assert report["params"]["teacher"] >= 8 * report["params"]["student"]
+
+
+def test_students_learn_and_int8_tracks_the_teacher(run) -> None:
+    _, report = run
+    acc = report["accuracy"]
+    assert acc["teacher"] > 0.9
+    assert acc["student_fp32"] > 0.8 and acc["student_int8"] > 0.8
+    assert report["agreement"]["student_int8"] > 0.8
+    assert report["export"]["student_int8"]["top1_agreement"] >= 0.98
+
+
+def test_artifacts_are_valid_and_fingerprinted(run) -> None:
+    out, report = run
+    for name in ("teacher", "student_fp32", "student_int8"):
+        onnx.checker.check_model(onnx.load(out / f"{name}.onnx"), full_check=True)
+    ops = {n.op_type for n in onnx.load(out / "student_int8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["epochs"] == 4
+    for rel, entry in manifest["artifacts"].items():
+        assert sha256(out / rel) == entry["sha256"], rel
+    for name in ("student.pt", "student_qat.pt", "report.json", "report.md", "student_int8.onnx"):
+        assert name in manifest["artifacts"]
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.ckpt"))
+    torch.load(out / "student_qat.pt", weights_only=True)
+    md = (out / "report.md").read_text()
+    assert "PASSED" in md and "student_int8" in md and "measured: onnxruntime" in md
+
+
+def test_validate_alone_reproduces_accuracy(run) -> None:
+    out, report = run
+    again = run_stage("validate", out)
+    assert again["accuracy"] == report["accuracy"]
+
+
+def test_export_alone_rewrites_the_same_models(run) -> None:
+    out, _ = run
+    before = sha256(out / "student_int8.onnx")
+    run_stage("export", out)
+    assert sha256(out / "student_int8.onnx") == before
+
+
+def test_resume_skips_finished_stages(run) -> None:
+    out, _ = run
+    cfg = CompressConfig(**json.loads((out / "config.json").read_text()))
+    stamp = (out / "student.pt").stat().st_mtime_ns
+    compress(cfg, out, resume=True)
+    assert (out / "student.pt").stat().st_mtime_ns == stamp
+
+
+def test_latency_budget_gate_exits_3(run, tmp_path: Path, fast_target: Path) -> None:
+    out, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    tight = tmp_path / "tight.toml"
+    tight.write_text(
+        fast_target.read_text().replace("p90_latency_ms = 5.0", "p90_latency_ms = 0.00001")
+    )
+    config = json.loads((copy / "config.json").read_text())
+    config["target"] = str(tight)
+    (copy / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["validate", str(copy), "--json"])
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout.splitlines()[0])
+    assert summary["gates"]["passed"] is False
+    assert any(f.startswith("latency_budget") for f in summary["gates"]["failed"])
+    report = json.loads((copy / "report.json").read_text())
+    assert report["gates"]["failed"] == summary["gates"]["failed"]
