@@ -24,7 +24,10 @@ class ModelProfile:
 
 
 def profile(model: nn.Module, input_shape: tuple[int, ...]) -> ModelProfile:
-    """Profile ``model`` on one zero input of ``input_shape`` (C, H, W) with forward hooks."""
+    """Profile ``model`` on one zero input of ``input_shape`` (C, H, W) with forward hooks.
+
+    A model built on the ``meta`` device is profiled without allocating or computing anything.
+    """
     macs = 0
     acts = 0
 
@@ -47,7 +50,8 @@ def profile(model: nn.Module, input_shape: tuple[int, ...]) -> ModelProfile:
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            device = next(model.parameters()).device
+            model(torch.zeros(1, *input_shape, device=device))
     finally:
         model.train(was_training)
         for h in handles:

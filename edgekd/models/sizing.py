@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
+
 from edgekd.errors import BadInput
 from edgekd.models.profile import ModelProfile, profile
 from edgekd.models.students import StudentSpec, build_student, candidates
@@ -60,7 +62,9 @@ def evaluate(
     max_params: int,
 ) -> Candidate:
     """Cost of ``spec`` on ``target`` and which budgets it exceeds."""
-    prof = profile(build_student(spec, input_shape[0], num_classes), input_shape)
+    with torch.device("meta"):  # shapes only: no weights initialised, nothing computed
+        model = build_student(spec, input_shape[0], num_classes)
+    prof = profile(model, input_shape)
     model_mb, memory_mb, latency = estimate(prof, target)
     b = target.budgets
     violations = []
