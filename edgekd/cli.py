@@ -13,7 +13,7 @@ import typer
 
 from edgekd.config import CompressConfig
 from edgekd.data import parse_floats
-from edgekd.errors import BadInput, EdgekdError, GateFailed
+from edgekd.errors import BadInput, EdgekdError, GateFailed, first_line
 
 app = typer.Typer(
     add_completion=False,
@@ -55,7 +55,12 @@ def _guard(fn, *args, **kwargs) -> Any:
         typer.echo("edgekd: interrupted; rerun with --resume to continue", err=True)
         raise typer.Exit(130) from None
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
-        _fail(RuntimeError(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)"), 1)
+        _fail(
+            RuntimeError(
+                f"{type(e).__name__}: {first_line(e)} (rerun with --debug for the traceback)"
+            ),
+            1,
+        )
 
 
 def _size(text: str | None) -> list[int] | None:

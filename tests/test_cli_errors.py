@@ -327,14 +327,7 @@ def test_targets_show_invalid_file(tmp_path) -> None:
         "missing teacher",
         "class count",
         "pickled weights",
-        pytest.param(
-            "corrupt .pt2",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: torch.export.load logs a 14-line 'Ran into the following error "
-                "when deserializing' traceback to stderr before edgekd's one error line",
-            ),
-        ),
+        pytest.param("corrupt .pt2"),
     ],
 )
 def test_real_exit_code_and_one_stderr_line(digits, tmp_path, factories, case) -> None:
@@ -375,11 +368,6 @@ def digits_teacher_module(digits: dict[str, Path]) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: load_model returns torch.export's module(), whose eval() raises "
-    "NotImplementedError; distill then exits 1 after writing config.json",
-)
 def test_pt2_teacher_distils(digits, tmp_path) -> None:
     model = digits_teacher_module(digits)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -393,12 +381,6 @@ def test_pt2_teacher_distils(digits, tmp_path) -> None:
     assert (out / "student.pt").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: check_classes runs the teacher at batch 1 only; an ONNX teacher exported "
-    "with a fixed batch of 1 then fails in predict() (batch 512) after config.json is "
-    "written, exit 1 with a multi-line ONNX Runtime message",
-)
 def test_fixed_batch_onnx_teacher_is_handled_or_refused_up_front(digits, tmp_path) -> None:
     teacher = tmp_path / "fixed.onnx"
     torch.onnx.export(

@@ -114,12 +114,6 @@ def test_torch_export_pt2(tmp_path, tiny) -> None:
     check_classes(model, X, 3, "the teacher")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotImplementedError,
-    reason="bug: load_model returns torch.export's module(), whose eval()/train() raise "
-    "NotImplementedError, so predict() (teacher logits) fails on every .pt2 teacher",
-)
 def test_pt2_teacher_runs_through_predict(tmp_path, tiny) -> None:
     batch = torch.export.Dim("batch", min=1, max=1024)
     program = torch.export.export(tiny, (X,), dynamic_shapes=({0: batch},))
@@ -222,35 +216,14 @@ def test_truncated_weights_file(tmp_path, tiny) -> None:
     assert "weights.pt" in message and "not a readable PyTorch checkpoint" in message
 
 
-_MISREAD = "bug: load_state_dict_file misreads a corrupt file: "
 
 
 @pytest.mark.parametrize(
     "content",
     [
-        pytest.param(
-            "random",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=_MISREAD + "torch wraps every unpickling failure as 'Weights only load "
-                "failed', so random bytes are called a pickled checkpoint to convert",
-            ),
-        ),
-        pytest.param(
-            "text",
-            marks=pytest.mark.xfail(
-                strict=True, raises=KeyError, reason=_MISREAD + "KeyError escapes (exit 1)"
-            ),
-        ),
-        pytest.param(
-            "empty",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=IndexError,
-                reason=_MISREAD + "EOFError has an empty message and str(e).splitlines()[0] "
-                "raises IndexError (exit 1)",
-            ),
-        ),
+        pytest.param("random"),
+        pytest.param("text"),
+        pytest.param("empty"),
     ],
 )
 def test_corrupt_weights_file(tmp_path, content) -> None:
@@ -275,12 +248,6 @@ def test_factory_module_that_does_not_import(spec) -> None:
     assert "cannot import" in message and spec.split(":")[0] in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: _import_factory catches only ImportError for package.module specs, so a "
-    "module that raises anything else on import escapes as a crash (CLI exit 1, not 2)",
-)
 def test_factory_module_that_raises_on_import(tmp_path, monkeypatch) -> None:
     (tmp_path / "edgekd_test_raises_on_import.py").write_text("raise ValueError('boom')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -361,11 +328,6 @@ def test_pickled_checkpoint_refused_by_weights_only(tmp_path, tiny, what) -> Non
     assert "state_dict()" in message and "torch.save" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the weights_only message embeds the first line of torch's error, cut at 120 "
-    "characters: it carries an ANSI bold escape (\\x1b[1m) and stops mid-word",
-)
 def test_pickled_checkpoint_message_is_plain_text(tmp_path, tiny) -> None:
     path = tmp_path / "pickled.pt"
     torch.save(tiny, path)
@@ -410,7 +372,7 @@ def test_check_classes_wrong_count(tiny) -> None:
 
 def test_check_classes_wrong_input_channels(tiny) -> None:
     message = bad_input(check_classes, tiny, torch.zeros(2, 3, 8, 8), 3, "the teacher")
-    assert "the teacher fails on an input of shape (1, 3, 8, 8)" in message
+    assert "the teacher fails on an input of shape (2, 3, 8, 8)" in message
 
 
 def test_check_classes_not_logits() -> None:

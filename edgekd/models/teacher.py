@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import pickle
+import logging
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -13,7 +14,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, first_line
+
+
+class ExportedTeacher(nn.Module):
+    """A ``torch.export`` program's module; it has fixed train/eval behaviour, so mode is a flag."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.program = module
+
+    def train(self, mode: bool = True) -> ExportedTeacher:
+        self.training = mode  # the exported graph cannot switch modes (and raises if asked)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
 
 
 class OnnxTeacher(nn.Module):
@@ -27,14 +43,24 @@ class OnnxTeacher(nn.Module):
         try:
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises several types for a bad file
-            raise BadInput(
-                f"{path}: not a loadable ONNX model ({str(e).splitlines()[0]})"
-            ) from None
-        self.input_name = self.session.get_inputs()[0].name
+            raise BadInput(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        batch = first.shape[0] if first.shape else None
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})
-        return torch.from_numpy(out[0])
+        x_np = x.detach().cpu().numpy().astype(np.float32)
+        step = self.fixed_batch or len(x_np)  # a model exported with a fixed batch runs in chunks
+        if len(x_np) % step:
+            raise BadInput(
+                f"{self.path}: its batch size is fixed at {step}; export it with a dynamic batch"
+            )
+        outs = [
+            self.session.run(None, {self.input_name: x_np[i : i + step]})[0]
+            for i in range(0, len(x_np), step)
+        ]
+        return torch.from_numpy(np.concatenate(outs))
 
 
 def _import_factory(spec: str):
@@ -53,12 +79,16 @@ def _import_factory(spec: str):
         try:
             module_spec.loader.exec_module(module)
         except Exception as e:  # noqa: BLE001 - user code can raise anything
-            raise BadInput(f"{target}: importing it failed: {type(e).__name__}: {e}") from None
+            raise BadInput(
+                f"{target}: importing it failed: {type(e).__name__}: {first_line(e)}"
+            ) from None
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as e:
-            raise BadInput(f"{spec!r}: cannot import {target!r} ({e})") from None
+        except Exception as e:  # noqa: BLE001 - importing user code can raise anything
+            raise BadInput(
+                f"{spec!r}: cannot import {target!r} ({type(e).__name__}: {first_line(e)})"
+            ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise BadInput(f"{spec!r}: {target} has no callable named {attr!r}")
@@ -73,24 +103,34 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: no such weights file")
+    if _is_torchscript(path):
+        raise BadInput(f"{path}: is a TorchScript file; give it as --teacher, without --weights")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise BadInput(
-            f"{path}: refused by torch.load(weights_only=True), it holds pickled Python objects "
-            f"({str(e).splitlines()[0][:120]}); convert it where you trust it: "
-            "torch.save(model.state_dict(), 'weights.pt')"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise BadInput(
-            f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})"
-        ) from None
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types for a bad file
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        refused = next(
+            (line.strip() for line in text.splitlines() if "Unsupported global" in line), None
+        )
+        if refused:
+            raise BadInput(
+                f"{path}: refused by torch.load(weights_only=True), it holds pickled Python objects "
+                f"({refused}); convert it where you trust it: torch.save(model.state_dict(), 'weights.pt')"
+            ) from None
+        raise BadInput(f"{path}: not a readable PyTorch checkpoint ({first_line(e)})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BadInput(f"{path}: expected a state_dict (a dict of tensors)")
     return state
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in name for name in z.namelist())
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -138,12 +178,17 @@ def load_model(spec: str, weights: str | Path | None = None) -> nn.Module:
     if suffix == ".onnx":
         return OnnxTeacher(path)
     if suffix == ".pt2":
+        if not zipfile.is_zipfile(path):
+            raise BadInput(f"{path}: not a torch.export program (not a .pt2 archive)")
+        torch_log = logging.getLogger("torch")
+        level = torch_log.level
+        torch_log.setLevel(logging.CRITICAL)  # torch.export logs a traceback before raising
         try:
-            return torch.export.load(str(path)).module()
+            return ExportedTeacher(torch.export.load(str(path)).module()).eval()
         except Exception as e:  # noqa: BLE001 - torch.export raises many types for a bad file
-            raise BadInput(
-                f"{path}: not a torch.export program ({str(e).splitlines()[0]})"
-            ) from None
+            raise BadInput(f"{path}: not a torch.export program ({first_line(e)})") from None
+        finally:
+            torch_log.setLevel(level)
     try:
         return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception:  # noqa: BLE001 - torch.jit raises RuntimeError/ValueError for a bad file
@@ -157,11 +202,11 @@ def load_model(spec: str, weights: str | Path | None = None) -> nn.Module:
 def check_classes(model: nn.Module, sample: torch.Tensor, num_classes: int, what: str) -> None:
     """Run ``model`` on one sample and check it gives ``num_classes`` logits."""
     try:
-        out = model(sample[:1])
+        out = model(sample[:2])  # batch 2: a model fixed to batch 1 fails here, not mid-run
     except Exception as e:  # noqa: BLE001 - any failure here means the input does not fit
         raise BadInput(
-            f"{what} fails on an input of shape {tuple(sample[:1].shape)}: "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            f"{what} fails on an input of shape {tuple(sample[:2].shape)}: "
+            f"{type(e).__name__}: {first_line(e)}"
         ) from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise BadInput(f"{what} must return a (batch, classes) tensor of logits")

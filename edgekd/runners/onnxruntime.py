@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, first_line
 from edgekd.runners.base import Runner
 from edgekd.runners.latency import cpu_model
 
@@ -46,9 +46,7 @@ class OrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
         except Exception as e:  # noqa: BLE001 - ORT raises several types for an unreadable model
-            raise BadInput(
-                f"{self.path}: ONNX Runtime cannot load it: {e}".splitlines()[0]
-            ) from None
+            raise BadInput(f"{self.path}: ONNX Runtime cannot load it: {first_line(e)}") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def deactivate(self) -> None:
