@@ -127,7 +127,7 @@ def accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, bs: int = 100
     model.eval()
     correct = 0
     for i in range(0, len(x), bs):
-        logits = model(to_input(torch.from_numpy(x[i : i + bs])))
+        logits = model(to_input(torch.from_numpy(x[i : i + bs].copy())))
         correct += int((logits.argmax(1) == torch.from_numpy(y[i : i + bs])).sum())
     return correct / len(x)
 

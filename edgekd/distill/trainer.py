@@ -84,7 +84,9 @@ def fit(
     With ``checkpoint``, state is saved atomically after every epoch and, if the file exists,
     training resumes from it.
     """
-    student.to(device)
+    # channels-last convolutions train ~1.3x faster on CPU (oneDNN) and suit CUDA tensor cores
+    layout = torch.channels_last if train.x.ndim == 4 else torch.contiguous_format
+    student.to(device, memory_format=layout)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -116,7 +118,8 @@ def fit(
         with progress(steps_per_epoch, f"{label} {epoch + 1}/{cfg.epochs}", "batch") as bar:
             for i in range(0, len(train), cfg.batch_size):
                 idx = order[i : i + cfg.batch_size]
-                x, y = train.x[idx].to(device), train.y[idx].to(device)
+                x = train.x[idx].to(device, memory_format=layout)
+                y = train.y[idx].to(device)
                 t = teacher_logits[idx].to(device)
                 with torch.autocast(device.type, enabled=use_amp):
                     out = student(x)
@@ -154,5 +157,5 @@ def fit(
                 "epoch": epoch,
             }
             write_with(checkpoint, lambda p, s=state: torch.save(s, p))
-    student.cpu()
+    student.to("cpu", memory_format=torch.contiguous_format)
     return history
