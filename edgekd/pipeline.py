@@ -329,7 +329,7 @@ def validate(ctx: Context) -> dict[str, Any]:
         },  # fmt: skip
         "teacher": {"spec": cfg.teacher, "weights": cfg.weights},
         "student": {"label": sizing["student"], "deployed": deployed, "sizing": sizing},
-        "accuracy": {**{"student_int8": None}, **acc},
+        "accuracy": {name: acc.get(name) for name in ("teacher", "student_fp32", "student_int8")},
         "agreement": {
             name: agreement(results[name].logits, results["teacher"].logits)
             for name in results
