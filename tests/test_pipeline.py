@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -105,3 +106,51 @@ def test_latency_budget_gate_exits_3(run, tmp_path: Path, fast_target: Path) -> 
     assert any(f.startswith("latency_budget") for f in summary["gates"]["failed"])
     report = json.loads((copy / "report.json").read_text())
     assert report["gates"]["failed"] == summary["gates"]["failed"]
+
+
+def _fast_copy(name: str, tmp_path: Path) -> Path:
+    """A bundled device profile with a short latency method, as a user file."""
+    text = (Path(__file__).parents[1] / "targets" / f"{name}.toml").read_text()
+    text = (
+        text.split("[latency]")[0]
+        + "[latency]\nwarmup = 2\nmin_queries = 64\nmin_duration_s = 0.01\nthreads = 1\n"
+    )
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_tensorrt_target_gets_symmetric_qdq_and_an_unchecked_latency_gate(
+    tmp_path: Path, digits_options: dict
+) -> None:
+    target = _fast_copy("jetson-orin-nano-8gb", tmp_path)
+    options = {**digits_options, "target": str(target)}
+    report = compress(
+        CompressConfig(**options, epochs=1, qat_epochs=1, max_accuracy_drop=100.0),
+        tmp_path / "orin",
+    )
+    assert report["quantization"]["scheme"] == "tensorrt"
+    graph = onnx.load(tmp_path / "orin" / "student_int8.onnx").graph
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    zero_points = [
+        inits[n.input[2]] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+    ]
+    assert zero_points and all((z == 0).all() for z in zero_points)
+    assert report["gates"]["checked"] == ["accuracy_drop"]
+    assert report["gates"]["skipped"][0].startswith("latency_budget")
+    assert all(
+        "this host, not jetson-orin-nano-8gb" in v["where"] for v in report["latency_ms"].values()
+    )
+
+
+def test_fp16_only_target_ships_no_int8_model(tmp_path: Path, digits_options: dict) -> None:
+    target = _fast_copy("jetson-nano", tmp_path)
+    options = {**digits_options, "target": str(target)}
+    report = compress(
+        CompressConfig(**options, epochs=1, max_accuracy_drop=100.0), tmp_path / "nano"
+    )
+    assert report["accuracy"]["student_int8"] is None
+    assert report["student"]["deployed"] == "student_fp32"
+    assert not (tmp_path / "nano" / "student_int8.onnx").exists()
+    assert not (tmp_path / "nano" / "student_qat.pt").exists()
+    assert "student_int8" not in (tmp_path / "nano" / "report.md").read_text()
