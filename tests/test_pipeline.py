@@ -154,3 +154,36 @@ def test_fp16_only_target_ships_no_int8_model(tmp_path: Path, digits_options: di
     assert not (tmp_path / "nano" / "student_int8.onnx").exists()
     assert not (tmp_path / "nano" / "student_qat.pt").exists()
     assert "student_int8" not in (tmp_path / "nano" / "report.md").read_text()
+
+
+def _teacher_file(fmt: str, digits_options: dict, tmp_path: Path) -> str:
+    """The digits teacher saved as TorchScript, torch.export .pt2 or ONNX."""
+    from edgekd.models.teacher import load_model
+
+    model = load_model(digits_options["teacher"], digits_options["weights"])
+    x = torch.zeros(2, 1, 8, 8)
+    if fmt == "torchscript":
+        path = tmp_path / "teacher.ts"
+        torch.jit.trace(model, x).save(str(path))
+    elif fmt == "pt2":
+        path = tmp_path / "teacher.pt2"
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: batch},)), str(path))
+    else:
+        from edgekd.export.onnx_export import export_onnx
+
+        path = tmp_path / "teacher.onnx"
+        export_onnx(model, x, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2", "onnx"])
+def test_teacher_formats_run_end_to_end(fmt: str, tmp_path: Path, digits_options: dict) -> None:
+    teacher = _teacher_file(fmt, digits_options, tmp_path)
+    options = {**digits_options, "teacher": teacher, "weights": None}
+    report = compress(
+        CompressConfig(**options, epochs=1, qat_epochs=0, max_accuracy_drop=100.0), tmp_path / "run"
+    )
+    assert report["accuracy"]["teacher"] > 0.9  # the teacher's own ONNX export, run by ORT
+    onnx.checker.check_model(onnx.load(tmp_path / "run" / "teacher.onnx"))
+    assert report["params"]["teacher"] > 200_000
