@@ -20,7 +20,7 @@ from edgekd.config import CompressConfig
 from edgekd.data import Dataset, calibration_set, load_dataset
 from edgekd.distill.losses import make_loss
 from edgekd.distill.trainer import TrainConfig, fit, predict, resolve_device
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, first_line
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.profile import profile
 from edgekd.models.sizing import deploy_precision, estimate, size_student
@@ -79,9 +79,12 @@ class Context:
     @cached_property
     def device(self) -> torch.device:
         try:
-            return resolve_device(self.cfg.device)
+            device = resolve_device(self.cfg.device)
         except RuntimeError as e:
-            raise BadInput(f"--device {self.cfg.device!r}: {e}") from None
+            raise BadInput(f"--device {self.cfg.device!r}: {first_line(e)}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BadInput(f"--device {self.cfg.device!r}: CUDA is not available on this machine")
+        return device
 
     @property
     def scheme(self) -> QuantScheme | None:
@@ -119,10 +122,12 @@ class Context:
     @cached_property
     def teacher_logits(self) -> torch.Tensor:
         """The teacher's logits on the training split, cached in the run folder by fingerprint."""
-        weights = sha256(self.cfg.weights) if self.cfg.weights else ""
-        teacher_file = sha256(self.cfg.teacher) if Path(self.cfg.teacher).is_file() else ""
+        files = [self.cfg.teacher, self.cfg.teacher.rpartition(":")[0], self.cfg.weights or ""]
+        hashes = [
+            sha256(f) for f in files if f and Path(f).is_file()
+        ]  # the model file, code, weights
         key = hashlib.sha256(
-            f"{self.cfg.teacher}|{teacher_file}|{weights}|{self.data.fingerprint}".encode()
+            "|".join([self.cfg.teacher, *hashes, self.data.fingerprint]).encode()
         ).hexdigest()
         path = self.run.logs / "teacher_logits.pt"
         if path.exists():
@@ -136,10 +141,6 @@ class Context:
         teacher.cpu()
         write_with(path, lambda p: torch.save({"key": key, "logits": logits}, p))
         return logits
-
-    def calibration_batches(self) -> list[torch.Tensor]:
-        x = self.calibration_inputs()
-        return [x[i : i + 128] for i in range(0, len(x), 128)]
 
     def calibration_inputs(self) -> torch.Tensor:
         manifest = self.cfg.calib_manifest
@@ -171,7 +172,7 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
 
     Everything that can be wrong with the inputs fails here, before anything is written.
     """
-    data, teacher, target = ctx.data, ctx.teacher, ctx.target
+    data, teacher, target, _ = ctx.data, ctx.teacher, ctx.target, ctx.device
     teacher_params = count_params(teacher)
     if ctx.cfg.student:
         student = ctx.new_student()
@@ -225,12 +226,13 @@ def quantize(ctx: Context) -> None:
     torch.manual_seed(cfg.seed)
     qmodel = prepare_qat(ctx.trained_student(), scheme)
     t0 = time.perf_counter()
-    calibrate(qmodel, ctx.calibration_batches())
+    calib = ctx.calibration_inputs()
+    calibrate(qmodel, [calib[i : i + 128] for i in range(0, len(calib), 128)])
     record: dict[str, Any] = {
         "scheme": scheme.name,
         "scheme_description": scheme.description,
         "calibration": {
-            "samples": len(ctx.calibration_inputs()),
+            "samples": len(calib),
             "method": "percentile 99.99",
             "seconds": time.perf_counter() - t0,
         },

@@ -392,3 +392,14 @@ def test_fixed_batch_onnx_teacher_is_handled_or_refused_up_front(digits, tmp_pat
     if result.exit_code != 0:
         bad_input(result, "fixed.onnx")
         assert not out.exists()
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the message on a machine without CUDA"
+)
+def test_cuda_device_without_cuda(digits, tmp_path) -> None:
+    compress_fails(digits, tmp_path, "--device 'cuda'", "CUDA is not available", device="cuda")
+
+
+def test_unknown_device(digits, tmp_path) -> None:
+    compress_fails(digits, tmp_path, "--device 'tpu9'", device="tpu9")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,5 +60,9 @@ class OrtRunner(Runner):
     @property
     def where(self) -> str:
         provider = self.session.get_providers()[0] if self.session else self.providers[0]
-        threads = self.threads or "default"
-        return f"measured: onnxruntime {ort.__version__} {provider}, {threads} thread(s), {cpu_model()}"
+        threads = (
+            f"{self.threads} thread(s)"
+            if self.threads
+            else f"default threads ({os.cpu_count()} cores)"
+        )
+        return f"measured: onnxruntime {ort.__version__} {provider}, {threads}, {cpu_model()}"
