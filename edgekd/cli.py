@@ -213,6 +213,49 @@ def validate(run: Run, as_json: Json = False) -> None:
     _finish(report, run, as_json)
 
 
+def _lint(model: Path, target: str) -> tuple[list[Any], int, int]:
+    from edgekd.export.lint import MIN_OPSET, lint_tensorrt, load_onnx, qdq_counts
+    from edgekd.targets import load_target
+
+    profile = load_target(target)
+    if profile.quant_scheme != "tensorrt":
+        what = (
+            "runs FP16 and has no Q/DQ rules to check"
+            if profile.quant_scheme == "none"
+            else f'uses the "{profile.quant_scheme}" quantization scheme'
+        )
+        raise BadInput(
+            f"target {profile.name} {what}; lint knows only the TensorRT rules so far "
+            f"(Q/DQ int8 symmetric, opset >= {MIN_OPSET}): use a TensorRT INT8 target"
+        )
+    proto = load_onnx(model)
+    return lint_tensorrt(proto), *qdq_counts(proto)
+
+
+@app.command()
+def lint(
+    model: Annotated[Path, typer.Argument(help="An exported .onnx model with Q/DQ nodes.")],
+    target: Annotated[str, typer.Option(help="Target name or profile .toml (TensorRT INT8).")],
+    as_json: Json = False,
+) -> None:
+    """Check an INT8 ONNX model against the target runtime's Q/DQ rules; exit 3 on violations."""
+    violations, pairs, layers = _guard(_lint, model, target)
+    if as_json:
+        found = [asdict(v) for v in violations]
+        typer.echo(json.dumps({"model": str(model), "target": target, "violations": found}))
+    elif violations:
+        for v in violations:
+            typer.echo(str(v))
+    else:
+        typer.echo(f"clean: {pairs} Q/DQ pairs, {layers} quantized Conv/Gemm")
+    if violations:
+        rules = sorted({v.rule for v in violations})
+        message = (
+            f"{len(violations)} TensorRT Q/DQ rule violation(s) in {model}: {', '.join(rules)}"
+        )
+        _fail(GateFailed(message), GateFailed.exit_code)
+
+
 @targets_app.command("list")
 def targets_list(as_json: Json = False) -> None:
     """The bundled target profiles."""
