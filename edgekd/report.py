@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
+from edgekd.atomic import write_text
+from edgekd.errors import BadInput
+
 MODELS = ("teacher", "student_fp32", "student_int8")
+SCHEMA_VERSION = 1  # report.json's "schema_version"; edgekd/schemas/report.schema.json describes it
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of report.json."""
+    text = resources.files("edgekd.schemas").joinpath("report.schema.json").read_text()
+    return json.loads(text)
 
 
 def _pct(x: float | None) -> str:
@@ -54,3 +67,22 @@ def render_markdown(report: dict[str, Any]) -> str:
     if ratio is not None:
         lines.append(f"INT8 / fp32 p90 latency: {ratio:.2f}×.")
     return "\n".join(lines) + "\n"
+
+
+def regenerate(run_dir: str | Path) -> dict[str, Any]:
+    """Rewrite ``report.md`` from a run folder's ``report.json``; return the report."""
+    path = Path(run_dir) / "report.json"
+    if not path.is_file():
+        raise BadInput(f"{path} is missing; run edgekd compress or validate first")
+    try:
+        report = json.loads(path.read_text())
+        version = report.get("schema_version") if isinstance(report, dict) else None
+        if version != SCHEMA_VERSION:
+            raise BadInput(
+                f"{path}: schema_version {version!r}, this edgekd reads {SCHEMA_VERSION}"
+            )
+        markdown = render_markdown(report)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BadInput(f"{path}: not a readable edgekd report ({type(e).__name__}: {e})") from None
+    write_text(path.parent / "report.md", markdown)
+    return report

@@ -1,0 +1,1 @@
+"""JSON Schemas of the files edgekd writes (report.schema.json: report.json)."""

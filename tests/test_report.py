@@ -1,0 +1,221 @@
+"""report.json against its committed JSON Schema; report.md regenerated from it and true to it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edgekd.config import CompressConfig
+from edgekd.errors import BadInput
+from edgekd.pipeline import compress
+from edgekd.report import MODELS, SCHEMA_VERSION, load_schema, regenerate
+
+ROOT = Path(__file__).parents[1]
+EXAMPLE = ROOT / "runs" / "example" / "report.json"
+
+
+@pytest.fixture(scope="module")
+def validator():
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _errors(validator, report: dict) -> list[str]:
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(report)
+    ]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory, digits_options) -> Path:
+    """A short compress on digits for the fast host target (INT8)."""
+    cfg = CompressConfig(**digits_options, epochs=1, qat_epochs=1, max_accuracy_drop=100.0)
+    out = tmp_path_factory.mktemp("report") / "digits"
+    compress(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp16_run(tmp_path_factory, digits_options) -> Path:
+    """The FP16-only Jetson Nano, its latency method shortened: no INT8 model."""
+    root = tmp_path_factory.mktemp("report-nano")
+    text = (ROOT / "targets" / "jetson-nano.toml").read_text()
+    target = root / "jetson-nano.toml"
+    target.write_text(
+        text.split("[latency]")[0]
+        + "[latency]\nwarmup = 2\nmin_queries = 64\nmin_duration_s = 0.01\nthreads = 1\n"
+    )
+    options = {**digits_options, "target": str(target)}
+    compress(CompressConfig(**options, epochs=1, max_accuracy_drop=100.0), root / "nano")
+    return root / "nano"
+
+
+def _report(run: Path) -> dict:
+    return json.loads((run / "report.json").read_text())
+
+
+def test_schema_is_versioned() -> None:
+    schema = load_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"].endswith(f":{SCHEMA_VERSION}")
+    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == set(schema["properties"]) - {"wall_seconds"}
+
+
+def test_digits_report_follows_the_schema(digits_run: Path, validator) -> None:
+    report = _report(digits_run)
+    assert _errors(validator, report) == []
+    assert report["schema_version"] == SCHEMA_VERSION
+    assert report["student"]["deployed"] == "student_int8" and "wall_seconds" in report
+
+
+def test_fp16_only_report_follows_the_schema(fp16_run: Path, validator) -> None:
+    report = _report(fp16_run)
+    assert _errors(validator, report) == []
+    assert report["accuracy"]["student_int8"] is None
+    assert "student_int8" not in report["latency_ms"]
+
+
+def test_example_report_follows_the_schema(validator) -> None:
+    if not EXAMPLE.exists():
+        pytest.skip(f"{EXAMPLE} not present (made by running the bundled example)")
+    assert _errors(validator, json.loads(EXAMPLE.read_text())) == []
+
+
+def _missing(r: dict) -> None:
+    del r["gates"]
+
+
+def _renamed(r: dict) -> None:
+    r["latency"] = r.pop("latency_ms")
+
+
+def _renamed_inner(r: dict) -> None:
+    r["latency_ms"]["teacher"]["p95"] = r["latency_ms"]["teacher"].pop("p90")
+
+
+def _percent(r: dict) -> None:
+    r["accuracy"]["student_fp32"] = 1.5
+
+
+def _few_queries(r: dict) -> None:
+    r["latency_ms"]["student_int8"]["n"] = 10
+
+
+def _unsaid_where(r: dict) -> None:
+    r["latency_ms"]["teacher"]["where"] = "onnxruntime"
+
+
+def _int8_without_accuracy(r: dict) -> None:
+    r["accuracy"]["student_int8"] = None
+
+
+def _passed_with_failures(r: dict) -> None:
+    r["gates"]["failed"] = ["accuracy_drop: 9 pt"]
+
+
+def _zero_params(r: dict) -> None:
+    r["params"]["student"] = 0
+
+
+def _other_version(r: dict) -> None:
+    r["schema_version"] = 2
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _missing,
+        _renamed,
+        _renamed_inner,
+        _percent,
+        _few_queries,
+        _unsaid_where,
+        _int8_without_accuracy,
+        _passed_with_failures,
+        _zero_params,
+        _other_version,
+    ],
+)
+def test_schema_rejects_a_damaged_report(digits_run: Path, validator, damage) -> None:
+    report = copy.deepcopy(_report(digits_run))
+    damage(report)
+    assert _errors(validator, report), f"{damage.__name__} was accepted"
+
+
+def _copy_reports(run: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for name in ("report.json", "report.md"):
+        shutil.copy(run / name, dest / name)
+    return dest
+
+
+def test_regenerate_rewrites_report_md_identically(digits_run: Path, tmp_path: Path) -> None:
+    copy_ = _copy_reports(digits_run, tmp_path / "run")
+    original = (copy_ / "report.md").read_text()
+    (copy_ / "report.md").unlink()
+    report = regenerate(copy_)
+    assert report == _report(digits_run)
+    assert (copy_ / "report.md").read_text() == original
+    assert not list(copy_.glob("*.tmp"))
+
+
+def test_regenerate_needs_a_readable_report_json(digits_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="report.json is missing") as e:
+        regenerate(tmp_path)
+    assert "\n" not in str(e.value)
+    copy_ = _copy_reports(digits_run, tmp_path / "run")
+    for text in ("{not json", "[]", '{"schema_version": 1}', '{"schema_version": 99}'):
+        (copy_ / "report.json").write_text(text)
+        with pytest.raises(BadInput) as e:
+            regenerate(copy_)
+        assert "\n" not in str(e.value) and "report.json" in str(e.value)
+    assert (copy_ / "report.md").read_text() == (digits_run / "report.md").read_text()
+
+
+def _table(markdown: str) -> dict[str, dict[str, str]]:
+    """The model table of report.md as {model: {column: cell}}."""
+    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    return {
+        cells[0]: dict(zip(header, cells, strict=True))
+        for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows[2:])
+    }
+
+
+def _num(cell: str) -> float:
+    return float(cell.replace(",", "").removesuffix(" %"))
+
+
+@pytest.mark.parametrize("which", ["digits_run", "fp16_run"])
+def test_markdown_says_what_the_json_says(which: str, request) -> None:
+    run = request.getfixturevalue(which)
+    report = _report(run)
+    md = (run / "report.md").read_text()
+    verdict = "PASSED" if report["gates"]["passed"] else "FAILED"
+    assert md.splitlines()[0] == (
+        f"## edgekd: {report['student']['label']} for `{report['target']['name']}` — {verdict}"
+    )
+    table = _table(md)
+    assert list(table) == [m for m in MODELS if m in report["latency_ms"]]
+    for name, row in table.items():
+        assert _num(row["accuracy"]) == pytest.approx(100 * report["accuracy"][name], abs=0.005)
+        if name != "teacher":
+            agree = _num(row["agreement with teacher"])
+            assert agree == pytest.approx(100 * report["agreement"][name], abs=0.005)
+        params = report["params"]["teacher" if name == "teacher" else "student"]
+        assert _num(row["params"]) == params
+        assert _num(row["file MB"]) == pytest.approx(report["model_mb"][name], abs=5e-4)
+        for q in ("p50", "p90", "p99"):
+            assert _num(row[f"{q} ms"]) == pytest.approx(report["latency_ms"][name][q], abs=5e-4)
+    n = min(lat["n"] for lat in report["latency_ms"].values())
+    assert re.search(rf"\b{n}\+ timed queries", md)
+    assert f"{report['data']['val_samples']:,} validation samples" in md
