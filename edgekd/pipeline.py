@@ -21,6 +21,7 @@ from edgekd.data import Dataset, calibration_set, load_dataset
 from edgekd.distill.losses import make_loss
 from edgekd.distill.trainer import TrainConfig, fit, predict, resolve_device
 from edgekd.errors import BadInput, first_line
+from edgekd.export.lint import lint_tensorrt
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.profile import profile
 from edgekd.models.sizing import deploy_precision, estimate, size_student
@@ -29,7 +30,7 @@ from edgekd.models.teacher import OnnxTeacher, check_classes, load_model, load_w
 from edgekd.progress import log
 from edgekd.quant.prepare import calibrate, freeze, prepare_qat
 from edgekd.quant.scheme import QuantScheme, get_scheme
-from edgekd.report import render_markdown
+from edgekd.report import SCHEMA_VERSION, render_markdown
 from edgekd.run import RunDir
 from edgekd.runners.latency import environment
 from edgekd.runners.onnxruntime import OrtRunner
@@ -285,8 +286,13 @@ def export(ctx: Context) -> None:
     if ctx.scheme is not None:
         qmodel = ctx.qat_student()
         meta["quant_scheme"] = ctx.scheme.name
-        export_onnx(qmodel, sample, run.student_int8_onnx, quantized=True, metadata=meta)
+        proto = export_onnx(qmodel, sample, run.student_int8_onnx, scheme=ctx.scheme, metadata=meta)
         record["student_int8"] = _parity(run.student_int8_onnx, qmodel, x)
+        if ctx.scheme.name == "tensorrt":
+            violations = lint_tensorrt(proto)
+            record["tensorrt_lint"] = [str(v) for v in violations]
+            for v in violations:
+                log(f"export: TensorRT Q/DQ lint: {v}")
         log(
             f"export: INT8 ONNX Runtime vs PyTorch fake-quant max |diff| "
             f"{record['student_int8']['max_abs_diff']:.2e} on {len(x)} samples"
@@ -307,9 +313,16 @@ def validate(ctx: Context) -> dict[str, Any]:
     latency = {name: r.latency for name, r in results.items()}
     deployed = "student_int8" if "student_int8" in models else "student_fp32"
     gates = gate(target, acc, latency, deployed, cfg.max_accuracy_drop)
+    lint = (run.record("export") or {}).get("tensorrt_lint")
+    if lint is not None:
+        gates.check(
+            not lint,
+            "tensorrt_qdq_lint",
+            f"{len(lint)} violation(s), first: {lint[0] if lint else ''}",
+        )
     sizing = run.record("sizing")
     report = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "edgekd": __version__,
         "target": {
             "name": target.name,

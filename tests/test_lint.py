@@ -308,7 +308,7 @@ def exports(tmp_path_factory) -> dict[str, onnx.ModelProto]:
         calibrate(q, [x])
         freeze(q)
         path = tmp_path_factory.mktemp("exports") / f"{scheme}.onnx"
-        export_onnx(q.eval(), x[:1], path, quantized=True)
+        export_onnx(q.eval(), x[:1], path, scheme=SCHEMES[scheme])
         out[scheme] = load_onnx(path)
         out[f"{scheme}-raw"] = to_onnx(q.eval(), x[:1])  # torch's Q/DQ, before finalize_qdq
     return out
@@ -327,11 +327,6 @@ def _float_biases(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qdq._quantize_biases stores int32 biases behind DequantizeLinear, which the TensorRT "
-    "parser rejects; remove this mark once the tensorrt export keeps biases float",
-)
 def test_edgekd_tensorrt_export_is_clean(exports) -> None:
     assert lint_tensorrt(exports["tensorrt"]) == []
 

@@ -136,7 +136,8 @@ def test_tensorrt_target_gets_symmetric_qdq_and_an_unchecked_latency_gate(
         inits[n.input[2]] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
     ]
     assert zero_points and all((z == 0).all() for z in zero_points)
-    assert report["gates"]["checked"] == ["accuracy_drop"]
+    assert report["gates"]["checked"] == ["accuracy_drop", "tensorrt_qdq_lint"]
+    assert report["export"]["tensorrt_lint"] == []  # edgekd's own export passes its linter
     assert report["gates"]["skipped"][0].startswith("latency_budget")
     assert all(
         "this host, not jetson-orin-nano-8gb" in v["where"] for v in report["latency_ms"].values()

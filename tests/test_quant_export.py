@@ -86,7 +86,7 @@ def test_placement_tensorrt_scheme_quantizes_conv_inputs_symmetrically() -> None
 def test_qdq_export_is_valid_and_matches_pytorch(scheme: str, tmp_path: Path) -> None:
     _, q, x = _quantized(scheme)
     path = tmp_path / "int8.onnx"
-    proto = export_onnx(q, x[:1], path, quantized=True)
+    proto = export_onnx(q, x[:1], path, scheme=SCHEMES[scheme])
     onnx.checker.check_model(onnx.load(path), full_check=True)
     ops = _ops(proto)
     assert ops["Conv"] == 6 and ops["Gemm"] == 1
@@ -96,11 +96,15 @@ def test_qdq_export_is_valid_and_matches_pytorch(scheme: str, tmp_path: Path) ->
         if node.op_type in ("Conv", "Gemm"):
             producers = {o: n for n in proto.graph.node for o in n.output}
             w_dq = producers[node.input[1]]
-            b_dq = producers[node.input[2]]  # every bias is int32 behind a DequantizeLinear
-            assert w_dq.op_type == b_dq.op_type == "DequantizeLinear"
+            assert w_dq.op_type == "DequantizeLinear"
             w = inits[w_dq.input[0]]
             assert w.dtype == np.int8 and np.abs(w).max() <= 127  # TensorRT's weight range
-            assert inits[b_dq.input[0]].dtype == np.int32
+            if SCHEMES[scheme].int32_bias:  # ORT: int32 behind a DequantizeLinear
+                b_dq = producers[node.input[2]]
+                assert b_dq.op_type == "DequantizeLinear"
+                assert inits[b_dq.input[0]].dtype == np.int32
+            else:  # TensorRT: float, it quantizes biases itself
+                assert inits[node.input[2]].dtype == np.float32
     with torch.no_grad():
         ref = q(x).numpy()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -113,7 +117,7 @@ def test_qdq_export_is_valid_and_matches_pytorch(scheme: str, tmp_path: Path) ->
 def test_onnxruntime_scheme_fuses_into_integer_kernels(tmp_path: Path) -> None:
     _, q, x = _quantized("onnxruntime")
     path = tmp_path / "int8.onnx"
-    export_onnx(q, x[:1], path, quantized=True)
+    export_onnx(q, x[:1], path, scheme=SCHEMES["onnxruntime"])
     ops = _optimized_ops(path, tmp_path)
     assert ops["QLinearConv"] == 6 and ops["QGemm"] == 1, ops
     assert ops["Conv"] == ops["FusedConv"] == 0, ops
@@ -122,7 +126,7 @@ def test_onnxruntime_scheme_fuses_into_integer_kernels(tmp_path: Path) -> None:
 def test_int8_file_is_smaller_than_fp32(tmp_path: Path) -> None:
     model, q, x = _quantized("onnxruntime")
     export_onnx(model, x[:1], tmp_path / "fp32.onnx")
-    export_onnx(q, x[:1], tmp_path / "int8.onnx", quantized=True)
+    export_onnx(q, x[:1], tmp_path / "int8.onnx", scheme=SCHEMES["onnxruntime"])
     assert (tmp_path / "int8.onnx").stat().st_size < 0.5 * (tmp_path / "fp32.onnx").stat().st_size
 
 

@@ -466,7 +466,7 @@ def lint_tensorrt(model: onnx.ModelProto) -> list[Violation]:
                 "not-quantized",
                 model.graph.name or "model",
                 "no QuantizeLinear/DequantizeLinear node: this is a float model; export the "
-                "quantization-aware student (quantized=True) for an INT8 TensorRT engine",
+                "quantization-aware student with the tensorrt scheme for an INT8 TensorRT engine",
             )
         ]
     ix = _Index(model)

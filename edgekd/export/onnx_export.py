@@ -12,6 +12,7 @@ from torch import nn
 
 from edgekd.atomic import write_bytes
 from edgekd.export.qdq import finalize_qdq
+from edgekd.quant.scheme import QuantScheme
 
 OPSET = 17
 INPUT, OUTPUT = "input", "logits"
@@ -42,13 +43,13 @@ def export_onnx(
     sample: torch.Tensor,
     path: str | Path,
     *,
-    quantized: bool = False,
+    scheme: QuantScheme | None = None,
     metadata: dict[str, str] | None = None,
 ) -> onnx.ModelProto:
-    """Export ``model`` to ``path`` atomically; fake-quant models get integer weights and biases."""
+    """Export ``model`` to ``path`` atomically; a fake-quant model's ``scheme`` finalises its Q/DQ."""
     proto = to_onnx(model, sample)
-    if quantized:
-        proto = finalize_qdq(proto)
+    if scheme is not None:
+        proto = finalize_qdq(proto, int32_bias=scheme.int32_bias)
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "edgekd"

@@ -2,9 +2,10 @@
 
 The exporter writes each weight as ``float initializer -> QuantizeLinear -> DequantizeLinear``
 and leaves biases in float. Runtimes want ``int8 initializer -> DequantizeLinear`` for weights
-and int32 biases with scale ``input_scale * weight_scale`` (ONNX Runtime fuses a Conv into
-QLinearConv only when every input comes from a DequantizeLinear). This stores weights as int8,
-which also makes the file about 4x smaller.
+and, for ONNX Runtime, int32 biases with scale ``input_scale * weight_scale`` (it fuses a Conv
+into QLinearConv only when every input comes from a DequantizeLinear; TensorRT instead rejects
+int32 into DequantizeLinear and quantizes float biases itself). Weights stored as int8 also make
+the file about 4x smaller.
 """
 
 from __future__ import annotations
@@ -112,12 +113,16 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(keep)
 
 
-def finalize_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Store weights as int8 behind DequantizeLinear and biases as int32; returns ``model``."""
+def finalize_qdq(model: onnx.ModelProto, int32_bias: bool = True) -> onnx.ModelProto:
+    """Store weights as int8 behind DequantizeLinear and, with ``int32_bias``, biases as int32.
+
+    Returns ``model``, changed in place.
+    """
     g = _Graph(model.graph)
     _inline_constant_identities(g)
     _fold_weight_quantizers(g)
-    g.producer = {o: n for n in g.graph.node for o in n.output}
-    _quantize_biases(g)
+    if int32_bias:
+        g.producer = {o: n for n in g.graph.node for o in n.output}
+        _quantize_biases(g)
     _drop_unused_initializers(model.graph)
     return model

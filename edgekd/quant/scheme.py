@@ -17,6 +17,7 @@ class QuantScheme:
     name: str
     signed_activations: bool  # int8 symmetric (zero point 0) or uint8 asymmetric
     quantize_outputs: bool  # Q/DQ on conv/linear outputs (after a following ReLU) as well
+    int32_bias: bool  # store biases as int32 behind DequantizeLinear (else float)
     description: str
 
     @property
@@ -29,6 +30,7 @@ SCHEMES = {
         name="tensorrt",
         signed_activations=True,
         quantize_outputs=False,
+        int32_bias=False,  # TensorRT's DequantizeLinear takes int8 only; it quantizes biases itself
         description=(
             "TensorRT explicit quantization: int8 symmetric activations per tensor, Q/DQ on the "
             "inputs of Conv/Gemm; TensorRT fuses the following ops itself"
@@ -38,6 +40,7 @@ SCHEMES = {
         name="onnxruntime",
         signed_activations=False,
         quantize_outputs=True,
+        int32_bias=True,  # ORT fuses QLinearConv only when every input comes from a DequantizeLinear
         description=(
             "ONNX Runtime QDQ: uint8 asymmetric activations with Q/DQ around each Conv/Gemm "
             "(after its ReLU), the pattern ONNX Runtime fuses into QLinearConv/QGemm"
