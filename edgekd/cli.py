@@ -112,40 +112,50 @@ def _config(**options: Any) -> CompressConfig:
     return CompressConfig(**given)
 
 
+Teacher = Annotated[
+    str | None, typer.Option(help="TorchScript, .pt2, .onnx, or module:factory / file.py:factory.")
+]
+Weights = Annotated[str | None, typer.Option(help="state_dict for a module:factory teacher.")]
+Data = Annotated[str | None, typer.Option(help="ImageFolder dir, .npz, or IDX dir.")]
+Target = Annotated[str, typer.Option(help="Target name or profile .toml.")]
+Student = Annotated[str | None, typer.Option(help="module:factory overriding the sized student.")]
+Epochs = Annotated[int | None, typer.Option(help="Distillation epochs.")]
+Lr = Annotated[float | None, typer.Option(help="Learning rate of the float stage.")]
+Mean = Annotated[str | None, typer.Option(help="Per-channel mean, comma-separated.")]
+Std = Annotated[str | None, typer.Option(help="Per-channel std, comma-separated.")]
+InputSize = Annotated[str | None, typer.Option(help="Resize inputs to H,W.")]
+Device = Annotated[str | None, typer.Option(help="auto, cpu or cuda[:N] for training.")]
+Seed = Annotated[int | None, typer.Option(help="Random seed.")]
+Resume = Annotated[bool, typer.Option(help="Continue the run in --out.")]
+
+
 @app.command()
 def compress(
-    teacher: Annotated[
-        str | None,
-        typer.Option(help="TorchScript, .pt2, .onnx, or module:factory / file.py:factory."),
-    ] = None,
-    weights: Annotated[
-        str | None, typer.Option(help="state_dict for a module:factory teacher.")
-    ] = None,
-    data: Annotated[str | None, typer.Option(help="ImageFolder dir, .npz, or IDX dir.")] = None,
-    target: Annotated[str, typer.Option(help="Target name or profile .toml.")] = "host-cpu",
+    teacher: Teacher = None,
+    weights: Weights = None,
+    data: Data = None,
+    target: Target = "host-cpu",
     out: Out = Path("edgekd-run"),
-    student: Annotated[
-        str | None, typer.Option(help="module:factory overriding the sized student.")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
+    student: Student = None,
+    epochs: Epochs = None,
     qat_epochs: Annotated[
         int | None, typer.Option(help="Quantization-aware fine-tuning epochs.")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate of the float stage.")] = None,
+    lr: Lr = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
     temperature: Annotated[float | None, typer.Option(help="KD temperature.")] = None,
-    mean: Annotated[str | None, typer.Option(help="Per-channel mean, comma-separated.")] = None,
-    std: Annotated[str | None, typer.Option(help="Per-channel std, comma-separated.")] = None,
-    input_size: Annotated[str | None, typer.Option(help="Resize inputs to H,W.")] = None,
+    mean: Mean = None,
+    std: Std = None,
+    input_size: InputSize = None,
     max_accuracy_drop: Annotated[
         float | None, typer.Option(help="Gate: points below the teacher.")
     ] = None,
     min_compression: Annotated[
         float | None, typer.Option(help="Student at most teacher params / this.")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda[:N] for training.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    device: Device = None,
+    seed: Seed = None,
+    resume: Resume = False,
     as_json: Json = False,
 ) -> None:
     """Distil, fine-tune quantization-aware, export and validate (no --teacher/--data: the bundled example)."""
@@ -158,24 +168,20 @@ def compress(
 
 @app.command()
 def distill(
-    teacher: Annotated[str | None, typer.Option(help="Teacher spec (see compress).")] = None,
-    weights: Annotated[
-        str | None, typer.Option(help="state_dict for a module:factory teacher.")
-    ] = None,
-    data: Annotated[str | None, typer.Option(help="ImageFolder dir, .npz, or IDX dir.")] = None,
-    target: Annotated[str, typer.Option(help="Target name or profile .toml.")] = "host-cpu",
+    teacher: Teacher = None,
+    weights: Weights = None,
+    data: Data = None,
+    target: Target = "host-cpu",
     out: Out = Path("edgekd-run"),
-    student: Annotated[
-        str | None, typer.Option(help="module:factory overriding the sized student.")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    mean: Annotated[str | None, typer.Option(help="Per-channel mean, comma-separated.")] = None,
-    std: Annotated[str | None, typer.Option(help="Per-channel std, comma-separated.")] = None,
-    input_size: Annotated[str | None, typer.Option(help="Resize inputs to H,W.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda[:N].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    student: Student = None,
+    epochs: Epochs = None,
+    lr: Lr = None,
+    mean: Mean = None,
+    std: Std = None,
+    input_size: InputSize = None,
+    device: Device = None,
+    seed: Seed = None,
+    resume: Resume = False,
 ) -> None:
     """Create a run folder, size the student and distil it (student.pt)."""
     from edgekd.pipeline import distill as run_distill
@@ -254,6 +260,17 @@ def lint(
             f"{len(violations)} TensorRT Q/DQ rule violation(s) in {model}: {', '.join(rules)}"
         )
         _fail(GateFailed(message), GateFailed.exit_code)
+
+
+@app.command()
+def report(run: Run) -> None:
+    """Rewrite report.md from RUN/report.json; the exit code follows the saved gates."""
+    from edgekd.report import regenerate
+
+    saved = _guard(regenerate, run)
+    typer.echo(f"wrote {run / 'report.md'}", err=True)
+    if not saved["gates"]["passed"]:
+        _fail(GateFailed("; ".join(saved["gates"]["failed"])), GateFailed.exit_code)
 
 
 @targets_app.command("list")

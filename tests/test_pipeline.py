@@ -80,6 +80,15 @@ def test_export_alone_rewrites_the_same_models(run) -> None:
     assert sha256(out / "student_int8.onnx") == before
 
 
+def test_report_command_rewrites_the_markdown(run) -> None:
+    out, _ = run
+    before = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.md").read_text() == before
+
+
 def test_resume_skips_finished_stages(run) -> None:
     out, _ = run
     cfg = CompressConfig(**json.loads((out / "config.json").read_text()))
