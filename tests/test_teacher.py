@@ -216,8 +216,6 @@ def test_truncated_weights_file(tmp_path, tiny) -> None:
     assert "weights.pt" in message and "not a readable PyTorch checkpoint" in message
 
 
-
-
 @pytest.mark.parametrize(
     "content",
     [
