@@ -38,6 +38,27 @@ TEACHER_SOURCE = textwrap.dedent(
 DIGITS_MEAN, DIGITS_STD = 0.3, 0.4
 
 
+class Opaque:
+    """A custom class: torch.load(weights_only=True) must refuse to unpickle it."""
+
+    def __init__(self) -> None:
+        self.note = "not a tensor"
+
+
+@pytest.fixture
+def opaque() -> Opaque:
+    return Opaque()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models on two shared cores: one intra-op thread is several times faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
@@ -67,6 +88,8 @@ def digits_teacher(tmp_path_factory: pytest.TempPathFactory, digits_npz: Path) -
     scope: dict = {}
     exec(compile(TEACHER_SOURCE, str(source), "exec"), scope)
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small model: one thread is faster, and others may be busy
     model = scope["DigitsTeacher"]()
     with np.load(digits_npz) as z:
         x = (torch.from_numpy(z["x_train"]).float()[:, None] / 255 - DIGITS_MEAN) / DIGITS_STD
@@ -78,6 +101,7 @@ def digits_teacher(tmp_path_factory: pytest.TempPathFactory, digits_npz: Path) -
             opt.zero_grad()
             loss.backward()
             opt.step()
+    torch.set_num_threads(threads)
     weights = root / "weights.pt"
     torch.save(model.state_dict(), weights)
     return source, weights

@@ -14,19 +14,12 @@ import torch
 from typer.testing import CliRunner
 
 from edgekd.cli import app
+from edgekd.targets import list_targets
 
 HOST_CPU = Path(__file__).parents[1] / "targets" / "host-cpu.toml"
-TARGET_NAMES = [
-    "android-snapdragon-8gen3",
-    "host-cpu",
-    "iphone-a17",
-    "jetson-agx-orin-64gb",
-    "jetson-nano",
-    "jetson-orin-nano-8gb",
-    "jetson-orin-nx-16gb",
-    "jetson-xavier-nx",
-    "raspberry-pi-5",
-]
+TARGET_NAMES = sorted(p.stem for p in (Path(__file__).parents[1] / "targets").glob("*.toml"))
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FACTORIES = """
 from torch import nn
@@ -47,24 +40,8 @@ def five():
 """
 
 
-class Opaque:
-    """A custom class: torch.load(weights_only=True) must refuse to unpickle it."""
-
-    def __init__(self) -> None:
-        self.note = "not a tensor"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Two shared cores and a background job: one intra-op thread is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def digits(_one_torch_thread, request) -> dict[str, Path]:
+def digits(request) -> dict[str, Path]:
     """The conftest digits data and teacher, requested after the thread setting."""
     source, weights = request.getfixturevalue("digits_teacher")
     return {"npz": request.getfixturevalue("digits_npz"), "source": source, "weights": weights}
@@ -161,11 +138,11 @@ def test_weights_that_do_not_fit(digits, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("what", ["custom object", "whole module"])
-def test_pickled_checkpoint_refused_by_weights_only(digits, tmp_path, what) -> None:
+def test_pickled_checkpoint_refused_by_weights_only(digits, tmp_path, opaque, what) -> None:
     state = torch.load(digits["weights"], weights_only=True)
     pickled = tmp_path / "checkpoint.pt"
     if what == "custom object":
-        torch.save({"state_dict": state, "meta": Opaque()}, pickled)
+        torch.save({"state_dict": state, "meta": opaque}, pickled)
     else:
         torch.save(torch.nn.Linear(4, 2), pickled)
     line = compress_fails(digits, tmp_path, "checkpoint.pt", "weights_only", weights=pickled)
@@ -294,7 +271,7 @@ def test_targets_list() -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 9
-    assert [line.split()[0] for line in lines] == TARGET_NAMES
+    assert [line.split()[0] for line in lines] == TARGET_NAMES == [t.name for t in list_targets()]
     result = cli("targets", "list", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout) == TARGET_NAMES
 

@@ -22,6 +22,8 @@ from edgekd.models.teacher import (
 
 X = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 class Tiny(nn.Module):
     """A teacher small enough to save in every format in milliseconds."""
@@ -36,24 +38,8 @@ class Tiny(nn.Module):
         return self.head(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
 
 
-class Opaque:
-    """A custom class: torch.load(weights_only=True) must refuse to unpickle it."""
-
-    def __init__(self) -> None:
-        self.note = "not a tensor"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Two shared cores and a background job: one intra-op thread is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def digits_files(_one_torch_thread, request) -> tuple[Path, Path]:
+def digits_files(request) -> tuple[Path, Path]:
     """The conftest digits teacher, requested after the thread setting so it trains fast."""
     return request.getfixturevalue("digits_teacher")
 
@@ -315,10 +301,10 @@ def test_weights_of_another_architecture(tmp_path, tiny) -> None:
 
 
 @pytest.mark.parametrize("what", ["custom object", "whole module"])
-def test_pickled_checkpoint_refused_by_weights_only(tmp_path, tiny, what) -> None:
+def test_pickled_checkpoint_refused_by_weights_only(tmp_path, tiny, opaque, what) -> None:
     path = tmp_path / "pickled.pt"
     if what == "custom object":
-        torch.save({"model": tiny.state_dict(), "meta": Opaque()}, path)
+        torch.save({"model": tiny.state_dict(), "meta": opaque}, path)
     else:
         torch.save(tiny, path)
     message = bad_input(load_model, "edgekd.example.teacher:fashion_cnn", path)
