@@ -23,6 +23,7 @@ from edgekd.distill.trainer import TrainConfig, fit, predict, resolve_device
 from edgekd.errors import BadInput, first_line
 from edgekd.export.lint import lint_tensorrt
 from edgekd.export.onnx_export import export_onnx
+from edgekd.export.ort_format import to_ort_format
 from edgekd.models.profile import profile
 from edgekd.models.sizing import deploy_precision, estimate, size_student
 from edgekd.models.students import StudentSpec, build_student
@@ -260,8 +261,18 @@ def _parity(path: Path, model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     return {"max_abs_diff": float(np.abs(out - ref).max()), "top1_agreement": agreement(out, ref)}
 
 
+def _ort_format_parity(run: RunDir, x: torch.Tensor) -> dict[str, float]:
+    """The .ort file loaded back: how closely it reproduces the .onnx it was made from."""
+    with (
+        OrtRunner(run.student_int8_onnx, threads=0) as a,
+        OrtRunner(run.student_int8_ort, threads=0) as b,
+    ):
+        ref, out = a.predict(x.numpy()), b.predict(x.numpy())
+    return {"max_abs_diff": float(np.abs(out - ref).max()), "top1_agreement": agreement(out, ref)}
+
+
 def export(ctx: Context) -> None:
-    """teacher.onnx, student_fp32.onnx and (INT8 targets) student_int8.onnx with Q/DQ."""
+    """teacher.onnx, student_fp32.onnx, student_int8.onnx with Q/DQ (INT8 targets), .ort (mobile)."""
     run, data = ctx.run, ctx.data
     sample = data.val.x[:1]
     meta = {
@@ -288,6 +299,9 @@ def export(ctx: Context) -> None:
         meta["quant_scheme"] = ctx.scheme.name
         proto = export_onnx(qmodel, sample, run.student_int8_onnx, scheme=ctx.scheme, metadata=meta)
         record["student_int8"] = _parity(run.student_int8_onnx, qmodel, x)
+        if ctx.target.family == "mobile":
+            to_ort_format(run.student_int8_onnx, run.student_int8_ort)
+            record["student_int8_ort"] = _ort_format_parity(run, x)
         if ctx.scheme.name == "tensorrt":
             violations = lint_tensorrt(proto)
             record["tensorrt_lint"] = [str(v) for v in violations]

@@ -19,6 +19,7 @@ ARTIFACTS = (
     "teacher.onnx",
     "student_fp32.onnx",
     "student_int8.onnx",
+    "student_int8.ort",
     "report.json",
     "report.md",
 )
@@ -36,6 +37,7 @@ class RunDir:
         self.teacher_onnx = self.root / "teacher.onnx"
         self.student_fp32_onnx = self.root / "student_fp32.onnx"
         self.student_int8_onnx = self.root / "student_int8.onnx"
+        self.student_int8_ort = self.root / "student_int8.ort"
         self.report_json = self.root / "report.json"
         self.report_md = self.root / "report.md"
 

@@ -197,3 +197,19 @@ def test_teacher_formats_run_end_to_end(fmt: str, tmp_path: Path, digits_options
     assert report["accuracy"]["teacher"] > 0.9  # the teacher's own ONNX export, run by ORT
     onnx.checker.check_model(onnx.load(tmp_path / "run" / "teacher.onnx"))
     assert report["params"]["teacher"] > 200_000
+
+
+def test_mobile_target_gets_an_ort_format_model(tmp_path: Path, digits_options: dict) -> None:
+    target = _fast_copy("raspberry-pi-5", tmp_path)
+    options = {**digits_options, "target": str(target)}
+    report = compress(
+        CompressConfig(**options, epochs=1, qat_epochs=0, max_accuracy_drop=100.0), tmp_path / "pi"
+    )
+    ort_file = tmp_path / "pi" / "student_int8.ort"
+    assert (
+        ort_file.exists() and ort_file.read_bytes()[4:8] == b"ORTM"
+    )  # ORT format's file identifier
+    parity = report["export"]["student_int8_ort"]
+    assert parity["top1_agreement"] == 1.0 and parity["max_abs_diff"] < 1e-3
+    manifest = json.loads((tmp_path / "pi" / "manifest.json").read_text())
+    assert manifest["artifacts"]["student_int8.ort"]["sha256"] == sha256(ort_file)
