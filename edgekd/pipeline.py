@@ -345,7 +345,7 @@ def validate(ctx: Context) -> dict[str, Any]:
             "precision": target.precision,
             "quant_scheme": target.quant_scheme,
             "p90_budget_ms": target.budgets.p90_latency_ms,
-        },  # fmt: skip
+        },
         "data": {
             "source": data.source,
             "classes": data.num_classes,
@@ -355,7 +355,7 @@ def validate(ctx: Context) -> dict[str, Any]:
             "mean": list(data.mean),
             "std": list(data.std),
             "fingerprint": data.fingerprint,
-        },  # fmt: skip
+        },
         "teacher": {"spec": cfg.teacher, "weights": cfg.weights},
         "student": {"label": sizing["student"], "deployed": deployed, "sizing": sizing},
         "accuracy": {name: acc.get(name) for name in ("teacher", "student_fp32", "student_int8")},
