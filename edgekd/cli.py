@@ -262,6 +262,44 @@ def lint(
         _fail(GateFailed(message), GateFailed.exit_code)
 
 
+def _build_engine(model: Path, target: str, out: Path | None, dla: bool) -> dict[str, Any]:
+    from edgekd.export.tensorrt import build_engine
+    from edgekd.targets import load_target
+
+    return build_engine(model, load_target(target), out, dla=dla)
+
+
+@app.command("build-engine")
+def build_engine_(
+    model: Annotated[Path, typer.Argument(help="An exported .onnx model (Q/DQ for INT8).")],
+    target: Annotated[str, typer.Option(help="Target name or profile .toml (TensorRT).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for the engine (default: the model's)."),
+    ] = None,
+    dla: Annotated[
+        bool, typer.Option("--dla", help="Run on DLA core 0, GPU fallback on (targets with DLA).")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Build a TensorRT engine on the device; report how much of it runs INT8."""
+    summary = _guard(_build_engine, model, target, out, dla)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    cov = summary["int8_coverage"]
+    typer.echo(f"wrote {summary['engine']} ({summary['builder']} {summary['tensorrt']})", err=True)
+    if cov["coverage"] is None:
+        typer.echo("INT8 coverage: unknown (no detailed compute layers)")
+    else:
+        typer.echo(
+            f"INT8 coverage: {cov['int8_layers']}/{cov['compute_layers']} compute layers "
+            f"({cov['coverage']:.0%})"
+        )
+    for layer in cov["not_int8"]:
+        typer.echo(f"  not INT8: {layer['name']} ({layer['type']}, {layer['precision']})")
+
+
 @app.command()
 def report(run: Run) -> None:
     """Rewrite report.md from RUN/report.json; the exit code follows the saved gates."""
