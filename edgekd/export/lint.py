@@ -39,7 +39,7 @@ Decisions, where TensorRT leaves room:
 
 - A DequantizeLinear still counts as "before" a layer through ops that only move or select values
   and so commute with per-tensor quantization: MaxPool, Flatten, Reshape, Transpose, Squeeze,
-  Unsqueeze, Identity (the set edgekd's export also looks through, ``qdq._TRANSPARENT``). Not
+  Unsqueeze, Identity (the set edgekd's export also looks through, ``qdq.TRANSPARENT_OPS``). Not
   through AveragePool/GlobalAveragePool, Concat or anything that computes new values.
 - "Per tensor" means a scale of one element, 0-D or shape (1,): the TensorRT parser compares
   volumes, and torch exports activation scales as shape (1,).
@@ -64,14 +64,11 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.errors import BadInput, first_line
+from edgekd.export.qdq import TRANSPARENT_OPS
 
 MIN_OPSET = 13
 _Q, _DQ = "QuantizeLinear", "DequantizeLinear"
 _QDQ = (_Q, _DQ)
-# Ops that move or select values without computing new ones: a Q/DQ commutes with them.
-_TRANSPARENT = frozenset(
-    {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
-)
 _LAYERS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 _CONVS = frozenset({"Conv", "ConvTranspose"})
 _TO_CONV = frozenset({"BatchNormalization", "Relu", "Identity"})  # between a Conv and its Add
@@ -183,7 +180,7 @@ class _Index:
         return node
 
     def from_dq(self, name: str) -> onnx.NodeProto | None:
-        node = self.source(name, _TRANSPARENT)
+        node = self.source(name, TRANSPARENT_OPS)
         return node if node is not None and node.op_type == _DQ else None
 
 

@@ -68,12 +68,14 @@ def _fold_weight_quantizers(g: _Graph) -> None:
 
 
 # Ops that move values without changing them: a DequantizeLinear before them still sets the scale.
-_TRANSPARENT = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+TRANSPARENT_OPS = frozenset(
+    {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+)
 
 
 def _dq_scale(g: _Graph, name: str) -> np.ndarray | None:
     node = g.producer.get(name)
-    while node is not None and node.op_type in _TRANSPARENT:
+    while node is not None and node.op_type in TRANSPARENT_OPS:
         node = g.producer.get(node.input[0])
     if node is None or node.op_type != "DequantizeLinear":
         return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import re
 import sys
 import zipfile
 from pathlib import Path
@@ -108,10 +107,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch.load raises many types for a bad file
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-        refused = next(
-            (line.strip() for line in text.splitlines() if "Unsupported global" in line), None
-        )
+        refused = first_line(e, containing="Unsupported global")
         if refused:
             raise BadInput(
                 f"{path}: refused by torch.load(weights_only=True), it holds pickled Python objects "
