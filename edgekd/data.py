@@ -165,6 +165,60 @@ def calibration_set(split: Split, n: int = 512, seed: int = 0) -> torch.Tensor:
     return split.x[torch.from_numpy(idx)]
 
 
+def load_unlabeled(path: str | Path, like: Dataset) -> torch.Tensor:
+    """Images without labels, preprocessed exactly like ``like`` (channels, size, mean/std).
+
+    ``path`` is a folder of images (searched recursively, any layout), an ``.npz`` with an
+    ``x`` (or ``x_train``) array, or an IDX images file; labels stored beside them are ignored.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"unlabeled data path does not exist: {path}")
+    if path.is_dir():
+        files = sorted(
+            f for f in path.rglob("*") if f.suffix.lower() in _IMAGE_EXTS and f.is_file()
+        )
+        if not files:
+            raise BadInput(f"no images under {path} (looked for {', '.join(_IMAGE_EXTS)})")
+        x, _ = _load_images(files, [0] * len(files), like.size, like.channels)
+    else:
+        x = _unlabeled_array(path)
+    x = _channels(_resize(x, like.size), like.channels)
+    mean, std = (
+        torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (like.mean, like.std)
+    )
+    return (x - mean) / std
+
+
+def _unlabeled_array(path: Path) -> torch.Tensor:
+    """(N, C, H, W) float32 in [0, 1] from an ``.npz`` (``x`` or ``x_train``) or an IDX file."""
+    if path.suffix.lower() == ".npz":
+        if not zipfile.is_zipfile(path):
+            raise BadInput(f"{path} is not an NPZ file (not a zip archive)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                name = next((k for k in ("x", "x_train") if k in z.files), None)
+                if name is None:
+                    raise BadInput(
+                        f"{path} needs an array x (or x_train); it has {', '.join(sorted(z.files)) or 'none'}"
+                    )
+                x = z[name]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise BadInput(f"{path} is not a readable NPZ file: {e}") from None
+    else:
+        try:
+            x, name = read_idx(path), "images"
+        except (OSError, ValueError, EOFError) as e:
+            reason = str(e) if str(path) in str(e) else f"{path}: {e}"
+            raise BadInput(
+                f"{reason}; expected a folder of images, an .npz or an IDX images file"
+            ) from None
+    try:
+        return _array_split({name: x, "labels": np.zeros(x.shape[:1], np.int64)}, name, "labels").x
+    except BadInput as e:
+        raise BadInput(f"{path}: {e}") from None
+
+
 # --- ImageFolder -------------------------------------------------------------------------
 
 
