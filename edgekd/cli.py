@@ -77,6 +77,19 @@ def _size(text: str | None) -> list[int] | None:
     return values
 
 
+def _loss_weights(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise BadInput(f"--loss-weight {item!r}: expected NAME=NUMBER, e.g. at=1000")
+    return out
+
+
 def _summary(report: dict[str, Any], out: Path) -> dict[str, Any]:
     keys = ("accuracy", "agreement", "params", "gates", "wall_seconds")
     summary = {
@@ -104,16 +117,25 @@ def _config(**options: Any) -> CompressConfig:
     """A config from the command-line options that were given (None = default)."""
     names = {f.name for f in fields(CompressConfig)}
     given = {k: v for k, v in options.items() if k in names and v is not None}
-    for key in ("mean", "std"):
+    teachers = options.get("teacher") or []
+    if teachers:
+        given["teacher"], given["ensemble"] = teachers[0], list(teachers[1:])
+    for key in ("mean", "std", "ensemble_weights"):
         if key in given:
             given[key] = list(parse_floats(given[key]))
+    if options.get("loss_weight"):
+        given["loss_weights"] = _loss_weights(options["loss_weight"])
     if "input_size" in given:
         given["input_size"] = _size(given["input_size"])
     return CompressConfig(**given)
 
 
 Teacher = Annotated[
-    str | None, typer.Option(help="TorchScript, .pt2, .onnx, or module:factory / file.py:factory.")
+    list[str] | None,
+    typer.Option(
+        help="TorchScript, .pt2, .onnx, or module:factory / file.py:factory[@WEIGHTS]. "
+        "Repeat for an ensemble: soft targets are averaged."
+    ),
 ]
 Weights = Annotated[str | None, typer.Option(help="state_dict for a module:factory teacher.")]
 Data = Annotated[str | None, typer.Option(help="ImageFolder dir, .npz, or IDX dir.")]
@@ -127,6 +149,35 @@ InputSize = Annotated[str | None, typer.Option(help="Resize inputs to H,W.")]
 Device = Annotated[str | None, typer.Option(help="auto, cpu or cuda[:N] for training.")]
 Seed = Annotated[int | None, typer.Option(help="Random seed.")]
 Resume = Annotated[bool, typer.Option(help="Continue the run in --out.")]
+EnsembleWeights = Annotated[
+    str | None, typer.Option(help="One weight per teacher, comma-separated (default: equal).")
+]
+Loss = Annotated[
+    str | None,
+    typer.Option(help="NAME[+NAME...]: kd, dkd, dist, fitnet, at, rkd, sp, cc (default kd)."),
+]
+LossWeight = Annotated[
+    list[str] | None, typer.Option(help="NAME=WEIGHT for a loss term; repeatable.")
+]
+Pairs = Annotated[
+    list[str] | None,
+    typer.Option("--pair", help="teacher.MODULE=student.MODULE for feature losses; repeatable."),
+]
+Alpha = Annotated[float | None, typer.Option(help="kd weight; CE gets 1 - alpha.")]
+Unlabeled = Annotated[
+    str | None, typer.Option(help="Transfer set without labels (images, .npz or IDX).")
+]
+UnlabeledOnly = Annotated[
+    bool | None, typer.Option("--unlabeled-only", help="Train on the transfer set alone.")
+]
+Augment = Annotated[str | None, typer.Option(help="none, crop or crop+flip (teacher runs live).")]
+Optimizer = Annotated[str | None, typer.Option(help="adamw or sgd (Nesterov).")]
+Nproc = Annotated[
+    int | None, typer.Option(help="Training processes (DDP: gloo on CPU, NCCL on GPUs).")
+]
+CacheDir = Annotated[
+    str | None, typer.Option(help="Teacher cache folder (default $EDGEKD_CACHE, ~/.cache/edgekd).")
+]
 
 
 @app.command()
@@ -144,6 +195,17 @@ def compress(
     lr: Lr = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
     temperature: Annotated[float | None, typer.Option(help="KD temperature.")] = None,
+    ensemble_weights: EnsembleWeights = None,
+    loss: Loss = None,
+    loss_weight: LossWeight = None,
+    pairs: Pairs = None,
+    alpha: Alpha = None,
+    unlabeled: Unlabeled = None,
+    unlabeled_only: UnlabeledOnly = None,
+    augment: Augment = None,
+    optimizer: Optimizer = None,
+    nproc: Nproc = None,
+    cache_dir: CacheDir = None,
     mean: Mean = None,
     std: Std = None,
     input_size: InputSize = None,
@@ -163,7 +225,8 @@ def compress(
 
     cfg = _guard(_config, **locals())
     report = _guard(run_compress, cfg, out, resume=resume)
-    _finish(report, out, as_json)
+    if report is not None:  # None: a torchrun rank other than 0, which only trains
+        _finish(report, out, as_json)
 
 
 @app.command()
@@ -176,6 +239,18 @@ def distill(
     student: Student = None,
     epochs: Epochs = None,
     lr: Lr = None,
+    temperature: Annotated[float | None, typer.Option(help="KD temperature.")] = None,
+    ensemble_weights: EnsembleWeights = None,
+    loss: Loss = None,
+    loss_weight: LossWeight = None,
+    pairs: Pairs = None,
+    alpha: Alpha = None,
+    unlabeled: Unlabeled = None,
+    unlabeled_only: UnlabeledOnly = None,
+    augment: Augment = None,
+    optimizer: Optimizer = None,
+    nproc: Nproc = None,
+    cache_dir: CacheDir = None,
     mean: Mean = None,
     std: Std = None,
     input_size: InputSize = None,
@@ -184,12 +259,11 @@ def distill(
     resume: Resume = False,
 ) -> None:
     """Create a run folder, size the student and distil it (student.pt)."""
-    from edgekd.pipeline import distill as run_distill
-    from edgekd.pipeline import open_run
+    from edgekd.pipeline import open_run, run_in
 
     cfg = _guard(_config, **locals())
     ctx = _guard(open_run, cfg, out, resume=resume)
-    _guard(run_distill, ctx)
+    _guard(run_in, ctx, "distill")
     _guard(ctx.run.write_manifest)
     typer.echo(f"wrote {ctx.run.student_pt}", err=True)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edgekd.distill.augment import AUGMENTATIONS
 from edgekd.errors import BadInput
 
 EXAMPLE_TEACHER = "edgekd.example.teacher:fashion_cnn"
@@ -25,9 +26,19 @@ class CompressConfig:
     target: str = "host-cpu"
     student: str | None = None  # module:factory overriding the sized student
     family: str = "convnet"
-    loss: str = "kd"
+    ensemble: list[str] = field(default_factory=list)  # more teachers, SPEC[@WEIGHTS]
+    ensemble_weights: list[float] | None = None  # one per teacher; default: equal
+    loss: str = "kd"  # NAME[+NAME...]
+    loss_weights: dict[str, float] = field(default_factory=dict)  # per loss; default: the papers'
+    pairs: list[str] = field(default_factory=list)  # teacher.MODULE=student.MODULE; default: auto
     temperature: float = 4.0
-    alpha: float = 0.9
+    alpha: float = 0.9  # kd weight; CE gets 1 - alpha when kd is used
+    unlabeled: str | None = None  # a transfer set labelled only by the teacher(s)
+    unlabeled_only: bool = False  # train on the transfer set alone (labelled data: val, calib)
+    augment: str = "none"  # none | crop | crop+flip (random: the teacher then runs live)
+    optimizer: str = "adamw"
+    nproc: int = 1  # training processes (DDP)
+    cache_dir: str | None = None  # teacher cache; default: $EDGEKD_CACHE or ~/.cache/edgekd
     epochs: int = 15
     qat_epochs: int = 3
     lr: float = 3e-3
@@ -79,6 +90,17 @@ class CompressConfig:
         for name in ("epochs", "batch_size", "calib_samples"):
             if getattr(cfg, name) < 1:
                 raise BadInput(f"--{name.replace('_', '-')} must be at least 1")
+        if cfg.nproc < 1:
+            raise BadInput("--nproc must be at least 1")
+        if cfg.augment not in AUGMENTATIONS:
+            raise BadInput(f"--augment {cfg.augment!r}: valid: {', '.join(AUGMENTATIONS)}")
+        if cfg.ensemble_weights is not None and len(cfg.ensemble_weights) != 1 + len(cfg.ensemble):
+            raise BadInput(
+                f"--ensemble-weights gives {len(cfg.ensemble_weights)} weight(s) for "
+                f"{1 + len(cfg.ensemble)} teacher(s)"
+            )
+        if cfg.unlabeled_only and not cfg.unlabeled:
+            raise BadInput("--unlabeled-only needs --unlabeled PATH")
         if cfg.qat_epochs < 0:
             raise BadInput("--qat-epochs must be 0 or more")
         for name in ("lr", "temperature", "min_compression", "max_accuracy_drop"):

@@ -12,14 +12,28 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from edgekd import __version__
 from edgekd.atomic import sha256, write_bytes, write_json, write_text, write_with
 from edgekd.config import CompressConfig
-from edgekd.data import Dataset, calibration_set, load_dataset
-from edgekd.distill.losses import make_loss
-from edgekd.distill.trainer import TrainConfig, fit, predict, resolve_device
+from edgekd.data import Dataset, Split, calibration_set, load_dataset, load_unlabeled
+from edgekd.distill.augment import make_augment
+from edgekd.distill.cache import cache_key, default_cache_dir, teacher_fingerprint, teacher_outputs
+from edgekd.distill.distributed import backend, init_from_env, spawn
+from edgekd.distill.ensemble import ensemble_logits, parse_teacher
+from edgekd.distill.features import (
+    Pair,
+    auto_pairs,
+    embedding_dims,
+    feature_shapes,
+    parse_pairs,
+    resolve,
+)
+from edgekd.distill.losses import LOSSES, Objective, make_objective, parse_loss_spec
+from edgekd.distill.teachers import CachedTeacher, LiveTeacher
+from edgekd.distill.trainer import TeacherSource, TrainConfig, fit, is_main, resolve_device
 from edgekd.errors import BadInput, first_line
 from edgekd.export.lint import lint_tensorrt
 from edgekd.export.onnx_export import export_onnx
@@ -39,6 +53,27 @@ from edgekd.targets import Target, load_target
 from edgekd.validate import accuracy, agreement, gate, run_model
 
 PARITY_SAMPLES = 256
+
+
+def teacher_specs(cfg: CompressConfig) -> list[tuple[str, str | None]]:
+    """(spec, weights) of every teacher: ``--teacher``/``--weights``, then the ensemble's."""
+    spec, weights = parse_teacher(cfg.teacher)
+    first = (spec, weights or cfg.weights)
+    return [first, *(parse_teacher(t) for t in cfg.ensemble)]
+
+
+@dataclass
+class DistillSetup:
+    """What a training stage needs besides the student: the objective, taps and the teacher side."""
+
+    objective: Objective
+    layers: list[str]  # student taps
+    teacher_layers: list[str]  # the teacher's, pair by pair
+    embedding: bool
+    record: dict[str, Any]
+
+    def teacher(self, ctx: Context) -> TeacherSource:
+        return ctx.teacher_source(self.teacher_layers, self.embedding)
 
 
 def count_params(model: nn.Module) -> int:
@@ -73,10 +108,43 @@ class Context:
         )
 
     @cached_property
+    def teachers(self) -> list[tuple[str, str | None, nn.Module]]:
+        """Every teacher as (spec, weights, model): the first, then the ensemble's others."""
+        specs = teacher_specs(self.cfg)
+        out = []
+        for i, (spec, weights) in enumerate(specs):
+            model = load_model(spec, weights)
+            what = "the teacher" if len(specs) == 1 else f"teacher {i + 1} ({spec})"
+            check_classes(model, self.data.val.x, self.data.num_classes, what)
+            out.append((spec, weights, model))
+        return out
+
+    @property
     def teacher(self) -> nn.Module:
-        teacher = load_model(self.cfg.teacher, self.cfg.weights)
-        check_classes(teacher, self.data.val.x, self.data.num_classes, "the teacher")
-        return teacher
+        """The first teacher: the reference that validation compares the student with."""
+        return self.teachers[0][2]
+
+    @cached_property
+    def train_set(self) -> Split:
+        """What the student trains on: labelled data, plus or instead of the unlabeled transfer set
+        (label -1: the teachers alone label it)."""
+        train = self.data.train
+        if not self.cfg.unlabeled:
+            return train
+        x = load_unlabeled(self.cfg.unlabeled, self.data)
+        y = torch.full((len(x),), -1, dtype=train.y.dtype)
+        if self.cfg.unlabeled_only:
+            return Split(x, y)
+        return Split(torch.cat([train.x, x]), torch.cat([train.y, y]))
+
+    @cached_property
+    def train_fingerprint(self) -> str:
+        if not self.cfg.unlabeled:
+            return self.data.fingerprint
+        h = hashlib.sha256(self.data.fingerprint.encode())
+        h.update(str(self.cfg.unlabeled_only).encode())
+        h.update(self.train_set.x.numpy().tobytes())
+        return h.hexdigest()
 
     @cached_property
     def device(self) -> torch.device:
@@ -97,14 +165,15 @@ class Context:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.data.channels, *self.data.size)
 
-    def new_student(self) -> nn.Module:
-        """A fresh float student: the user's factory, or the family member chosen by sizing."""
+    def new_student(self, spec: StudentSpec | None = None) -> nn.Module:
+        """A fresh float student: the user's factory, or ``spec`` (default: sizing's choice)."""
         if self.cfg.student:
             student = load_model(self.cfg.student)
             check_classes(student, self.data.val.x, self.data.num_classes, "the student")
             return student.train()
-        sizing = self.run.record("sizing")
-        spec = StudentSpec(sizing["family"], sizing["width"], sizing["depth"])
+        if spec is None:
+            sizing = self.run.record("sizing")
+            spec = StudentSpec(sizing["family"], sizing["width"], sizing["depth"])
         return build_student(spec, self.data.channels, self.data.num_classes)
 
     def trained_student(self) -> nn.Module:
@@ -121,28 +190,105 @@ class Context:
         freeze(qmodel)
         return qmodel.eval()
 
-    @cached_property
-    def teacher_logits(self) -> torch.Tensor:
-        """The teacher's logits on the training split, cached in the run folder by fingerprint."""
-        files = [self.cfg.teacher, self.cfg.teacher.rpartition(":")[0], self.cfg.weights or ""]
-        hashes = [
-            sha256(f) for f in files if f and Path(f).is_file()
-        ]  # the model file, code, weights
-        key = hashlib.sha256(
-            "|".join([self.cfg.teacher, *hashes, self.data.fingerprint]).encode()
-        ).hexdigest()
-        path = self.run.logs / "teacher_logits.pt"
-        if path.exists():
-            cached = torch.load(path, weights_only=True)
-            if cached.get("key") == key:
-                return cached["logits"]
-        log(f"teacher: computing logits for {len(self.data.train):,} training samples")
+    def distill_setup(
+        self, student: nn.Module, saved: dict[str, Any] | None = None
+    ) -> DistillSetup:
+        """The objective for ``student``, the layers it taps, and the teacher side to match.
+
+        ``saved``: the distill stage's record, so that the QAT stage taps the same points.
+        """
+        cfg = self.cfg
+        names = parse_loss_spec(cfg.loss)
+        needs = frozenset().union(*(LOSSES[n].needs for n in names))
+        sample = self.data.val.x[:2]
         teacher = self.teacher
-        device = torch.device("cpu") if isinstance(teacher, OnnxTeacher) else self.device
-        logits = predict(teacher.to(device), self.data.train.x, device).cpu()
-        teacher.cpu()
-        write_with(path, lambda p: torch.save({"key": key, "logits": logits}, p))
-        return logits
+        pairs: list[Pair] = []
+        pairing = "none"
+        if "features" in needs:
+            if saved is not None:
+                pairs = [Pair(p["teacher"], p["student"]) for p in saved["pairs"]]
+                pairing = saved["pairing"]
+            elif cfg.pairs:
+                pairs, pairing = parse_pairs(cfg.pairs), "given"
+            else:
+                pairs, pairing = auto_pairs(teacher, student, sample), "auto"
+                if not pairs:
+                    raise BadInput(
+                        f"loss {cfg.loss!r} needs feature pairs and none pair automatically by "
+                        "spatial size; give --pair teacher.MODULE=student.MODULE"
+                    )
+            pairs = [
+                Pair(resolve(teacher, p.teacher, "teacher"), resolve(student, p.student, "student"))
+                for p in pairs
+            ]
+        elif cfg.pairs:
+            log(f"distill: --pair ignored, loss {cfg.loss!r} uses no features")
+        embedding = "embedding" in needs
+        shapes = feature_shapes(teacher, student, pairs, sample) if pairs else []
+        dims = embedding_dims(teacher, student, sample) if embedding else None
+        weights = {"kd": cfg.alpha, **cfg.loss_weights}
+        objective = make_objective(
+            cfg.loss,
+            temperature=cfg.temperature,
+            weights={k: v for k, v in weights.items() if k in names},
+            feature_shapes=shapes,
+            embedding_dims=dims,
+        )
+        return DistillSetup(
+            objective=objective,
+            layers=[p.student for p in pairs],
+            teacher_layers=[p.teacher for p in pairs],
+            embedding=embedding,
+            record={
+                "loss": cfg.loss,
+                "terms": names,
+                "pairing": pairing,
+                "pairs": [
+                    {"teacher": p.teacher, "student": p.student, "teacher_shape": list(ts),
+                     "student_shape": list(ss)}
+                    for p, (ss, ts) in zip(pairs, shapes, strict=True)
+                ],
+                "teachers": [spec for spec, _, _ in self.teachers],
+                "ensemble_weights": cfg.ensemble_weights,
+                "train_samples": len(self.train_set),
+                "unlabeled": cfg.unlabeled,
+                "augment": cfg.augment,
+            },
+        )  # fmt: skip
+
+    def teacher_source(self, layers: list[str], embedding: bool) -> TeacherSource:
+        """Cached teacher outputs (disk, memory-mapped) or, with random augmentation, live ones."""
+        cfg, teachers = self.cfg, self.teachers
+        models = [m for _, _, m in teachers]
+        if cfg.augment != "none":
+            log("teacher: inputs are randomly augmented, so the teacher runs live (no cache)")
+            return LiveTeacher(
+                models, cfg.ensemble_weights, cfg.temperature, self.device, layers, embedding
+            )
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        outputs = []
+        for i, (spec, weights, model) in enumerate(teachers):
+            taps = (layers, embedding) if i == 0 else ([], False)
+            key = cache_key(teacher_fingerprint(spec, weights), self.train_fingerprint, *taps)
+            device = torch.device("cpu") if isinstance(model, OnnxTeacher) else self.device
+            outputs.append(
+                teacher_outputs(
+                    model,
+                    self.train_set.x,
+                    key=key,
+                    cache_dir=cache_dir,
+                    layers=taps[0],
+                    embedding=taps[1],
+                    device=device,
+                )
+            )
+            model.cpu()
+        logits = ensemble_logits(
+            [o.logits for o in outputs],
+            cfg.ensemble_weights,
+            cfg.temperature,
+        )
+        return CachedTeacher(logits, outputs[0])
 
     def calibration_inputs(self) -> torch.Tensor:
         manifest = self.cfg.calib_manifest
@@ -164,9 +310,12 @@ def _epoch_config(cfg: CompressConfig, qat: bool) -> TrainConfig:
     if qat:
         return TrainConfig(
             epochs=cfg.qat_epochs, lr=cfg.effective_qat_lr, batch_size=cfg.batch_size,
-            warmup_epochs=0.0, seed=cfg.seed + 1, amp=False,
+            warmup_epochs=0.0, seed=cfg.seed + 1, amp=False, optimizer=cfg.optimizer,
         )  # fmt: skip
-    return TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed)
+    return TrainConfig(
+        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
+        optimizer=cfg.optimizer,
+    )  # fmt: skip
 
 
 def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
@@ -198,29 +347,48 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
         sizing = decision.to_dict()
     sizing["teacher_params"] = teacher_params
     sizing["precision"] = deploy_precision(target)
+    if not (resume and ctx.run.student_pt.exists()):  # losses, pairs and adapters fit the models
+        torch.manual_seed(ctx.cfg.seed)
+        spec = (
+            None
+            if ctx.cfg.student
+            else StudentSpec(sizing["family"], sizing["width"], sizing["depth"])
+        )
+        ctx.distill_setup(ctx.new_student(spec))
     ctx.run.start(ctx.cfg, resume)
     ctx.run.save_record("sizing", sizing)
     log(f"student: {sizing['student']} — " + "; ".join(sizing["reasons"]))
     return sizing
 
 
-def distill(ctx: Context) -> None:
-    """Train the float student against the teacher's logits → student.pt."""
-    cfg = ctx.cfg
-    torch.manual_seed(cfg.seed)
-    student = ctx.new_student()
-    loss = make_loss(cfg.loss, temperature=cfg.temperature, alpha=cfg.alpha)
-    history = fit(
-        student, ctx.data.train, ctx.teacher_logits, loss, _epoch_config(cfg, qat=False),
-        device=ctx.device, val=ctx.data.val, checkpoint=ctx.run.checkpoint("distill"), label="distill",
+def _train(ctx: Context, student: nn.Module, setup: DistillSetup, qat: bool) -> list[dict]:
+    stage = "quantize" if qat else "distill"
+    return fit(
+        student, ctx.train_set, setup.teacher(ctx), setup.objective, _epoch_config(ctx.cfg, qat),
+        device=ctx.device, val=ctx.data.val, checkpoint=ctx.run.checkpoint(stage),
+        label="qat" if qat else "distill", layers=setup.layers, embedding=setup.embedding,
+        augment=make_augment(ctx.cfg.augment),
     )  # fmt: skip
-    write_with(ctx.run.student_pt, lambda p: torch.save(student.state_dict(), p))
-    ctx.run.save_record("distill", {"loss": cfg.loss, "history": history})
-    ctx.run.checkpoint("distill").unlink(missing_ok=True)
+
+
+def distill(ctx: Context) -> None:
+    """Train the float student against the teacher(s) → student.pt."""
+    torch.manual_seed(ctx.cfg.seed)
+    student = ctx.new_student()
+    setup = ctx.distill_setup(student)
+    if setup.record["pairs"]:
+        pairs = ", ".join(f"{p['teacher']}={p['student']}" for p in setup.record["pairs"])
+        log(f"distill: feature pairs ({setup.record['pairing']}): {pairs}")
+    history = _train(ctx, student, setup, qat=False)
+    if is_main():
+        write_with(ctx.run.student_pt, lambda p: torch.save(student.state_dict(), p))
+        write_with(ctx.run.objective_pt, lambda p: torch.save(setup.objective.state_dict(), p))
+        ctx.run.save_record("distill", {**setup.record, "history": history})
+        ctx.run.checkpoint("distill").unlink(missing_ok=True)
 
 
 def quantize(ctx: Context) -> None:
-    """Fold BN, calibrate, fine-tune quantization-aware with the same KD loss → student_qat.pt."""
+    """Fold BN, calibrate, fine-tune quantization-aware with the same losses → student_qat.pt."""
     cfg, scheme = ctx.cfg, ctx.scheme
     if scheme is None:
         log(f"quantize: skipped, {ctx.target.name} runs {ctx.target.precision} (no INT8)")
@@ -241,11 +409,13 @@ def quantize(ctx: Context) -> None:
         "history": [],
     }
     if cfg.qat_epochs:
-        loss = make_loss(cfg.loss, temperature=cfg.temperature, alpha=cfg.alpha)
-        record["history"] = fit(
-            qmodel, ctx.data.train, ctx.teacher_logits, loss, _epoch_config(cfg, qat=True),
-            device=ctx.device, val=ctx.data.val, checkpoint=ctx.run.checkpoint("quantize"), label="qat",
-        )  # fmt: skip
+        setup = ctx.distill_setup(qmodel, saved=ctx.run.record("distill"))
+        if ctx.run.objective_pt.exists():  # adapters continue from the float stage
+            state = torch.load(ctx.run.objective_pt, weights_only=True)
+            setup.objective.load_state_dict(state)
+        record["history"] = _train(ctx, qmodel, setup, qat=True)
+    if not is_main():
+        return
     freeze(qmodel)
     write_with(ctx.run.student_qat_pt, lambda p: torch.save(qmodel.state_dict(), p))
     ctx.run.save_record("quantize", record)
@@ -356,7 +526,7 @@ def validate(ctx: Context) -> dict[str, Any]:
             "std": list(data.std),
             "fingerprint": data.fingerprint,
         },
-        "teacher": {"spec": cfg.teacher, "weights": cfg.weights},
+        "teacher": {"spec": cfg.teacher, "weights": cfg.weights, "ensemble": cfg.ensemble},
         "student": {"label": sizing["student"], "deployed": deployed, "sizing": sizing},
         "accuracy": {name: acc.get(name) for name in ("teacher", "student_fp32", "student_int8")},
         "agreement": {
@@ -396,6 +566,25 @@ def validate(ctx: Context) -> dict[str, Any]:
 
 
 STAGES = {"distill": distill, "quantize": quantize, "export": export, "validate": validate}
+TRAINING = ("distill", "quantize")
+
+
+def _stage_worker(stage: str, root: str) -> None:
+    """One training process of ``--nproc N`` (module level: spawned processes import it)."""
+    run = RunDir(root)
+    STAGES[stage](Context(run.config(), run))
+
+
+def run_in(ctx: Context, stage: str) -> dict[str, Any] | None:
+    """Run ``stage``; training stages in ``--nproc`` processes when asked (and not under torchrun)."""
+    if stage in TRAINING and ctx.cfg.nproc > 1 and not dist.is_initialized():
+        if stage == "distill" or ctx.scheme is not None:
+            # fill the teacher cache once, here, rather than in every process at the same time
+            ctx.distill_setup(ctx.new_student(), saved=ctx.run.record("distill")).teacher(ctx)
+            log(f"{stage}: {ctx.cfg.nproc} processes ({backend()})")
+            spawn(ctx.cfg.nproc, _stage_worker, stage, str(ctx.run.root))
+        return None
+    return STAGES[stage](ctx)
 
 
 def stage_done(ctx: Context, stage: str) -> bool:
@@ -409,17 +598,32 @@ def stage_done(ctx: Context, stage: str) -> bool:
     return done[stage]
 
 
-def compress(cfg: CompressConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Run every stage into ``out``; with ``resume``, skip the stages already done there."""
+def compress(cfg: CompressConfig, out: str | Path, resume: bool = False) -> dict[str, Any] | None:
+    """Run every stage into ``out``; with ``resume``, skip the stages already done there.
+
+    Under torchrun every process trains; rank 0 alone plans, exports and validates (the other
+    ranks return None).
+    """
+    distributed = init_from_env()
     ctx = Context(cfg.resolved(), RunDir(out))
     t0 = time.perf_counter()
-    plan(ctx, resume)
-    for name, stage in STAGES.items():
+    if is_main():
+        plan(ctx, resume)
+    if distributed:
+        dist.barrier()  # the run folder and the sizing record exist from here on
+    result = None
+    for name in STAGES:
+        if not is_main() and name not in TRAINING:
+            break
         if resume and stage_done(ctx, name):
             log(f"{name}: already done in {ctx.run.root}, skipped (--resume)")
             continue
         log(f"== {name}")
-        result = stage(ctx)
+        result = run_in(ctx, name)
+        if distributed:
+            dist.barrier()
+    if not is_main():
+        return None
     result["wall_seconds"] = time.perf_counter() - t0
     write_json(ctx.run.report_json, result)
     ctx.run.write_manifest()
@@ -430,7 +634,7 @@ def run_stage(stage: str, out: str | Path) -> dict[str, Any] | None:
     """Run one stage on an existing run folder, with the config saved there."""
     run = RunDir(out)
     ctx = Context(run.config(), run)
-    result = STAGES[stage](ctx)
+    result = run_in(ctx, stage)
     run.write_manifest()
     return result
 

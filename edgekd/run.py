@@ -34,6 +34,7 @@ class RunDir:
         self.config_json = self.root / "config.json"
         self.student_pt = self.root / "student.pt"
         self.student_qat_pt = self.root / "student_qat.pt"
+        self.objective_pt = self.logs / "objective.pt"  # trained adapters of feature losses
         self.teacher_onnx = self.root / "teacher.onnx"
         self.student_fp32_onnx = self.root / "student_fp32.onnx"
         self.student_int8_onnx = self.root / "student_int8.onnx"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 os.environ.setdefault("EDGEKD_QUIET", "1")
+# the teacher cache of test runs lives and dies with the session, never in the user's ~/.cache
+os.environ["EDGEKD_CACHE"] = tempfile.mkdtemp(prefix="edgekd-test-cache-")
 
 TEACHER_SOURCE = textwrap.dedent(
     '''
