@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Every distillation loss on full Fashion-MNIST, same schedule, several seeds: the table in
+docs/benchmarks.md.
+
+Teacher: the bundled FashionCNN (1.17M parameters, 92.4 % on the 10k test set). Student:
+``bench/students.py:convnet_half`` (18.5k parameters, 63x smaller). Every row runs edgekd's
+``distill`` stage (float training only) on the 60k training images and reports accuracy on the 10k
+test images. A second teacher for the ensemble row, a wider ConvNet of another architecture, is
+trained here with cross-entropy and used as ONNX (logits only).
+
+Usage: python bench/distill_table.py [--epochs 4] [--seeds 0 1 2] [--rows kd at ...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from edgekd.config import EXAMPLE_MEAN, EXAMPLE_STD, EXAMPLE_TEACHER, CompressConfig
+from edgekd.data import load_dataset
+from edgekd.distill.losses import make_objective
+from edgekd.distill.trainer import TrainConfig, accuracy, fit, predict
+from edgekd.export.onnx_export import export_onnx
+from edgekd.models.students import ConvNet
+from edgekd.pipeline import open_run, run_in
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+STUDENT = str(Path(__file__).with_name("students.py")) + ":convnet_half"
+ROWS = {  # row label -> CompressConfig fields
+    "vanilla (CE only)": {"loss": "ce"},
+    "kd": {"loss": "kd"},
+    "dkd": {"loss": "dkd"},
+    "dist": {"loss": "dist"},
+    "fitnet": {"loss": "fitnet"},
+    "at": {"loss": "at"},
+    "rkd": {"loss": "rkd"},
+    "sp": {"loss": "sp"},
+    "cc": {"loss": "cc"},
+    "kd+rkd": {"loss": "kd+rkd"},
+    "two-teacher kd": {"loss": "kd", "ensemble": "TEACHER2"},
+}
+
+
+def second_teacher(out: Path, data_dir: str, epochs: int) -> Path:
+    """A ConvNet(width 2, depth 1.5) trained with CE here, saved as ONNX: another architecture
+    and another format than the first teacher."""
+    path = out / "teacher2.onnx"
+    if path.exists():
+        return path
+    data = load_dataset(data_dir, mean=EXAMPLE_MEAN, std=EXAMPLE_STD)
+    torch.manual_seed(0)
+    model = ConvNet(1, 10, width=2.0, depth=1.5)
+    zeros = torch.zeros(len(data.train), 10)  # CE only: the teacher side is unused
+    fit(model, data.train, zeros, make_objective("ce"), TrainConfig(epochs=epochs, lr=3e-3),
+        device=torch.device("cpu"), label="teacher2")  # fmt: skip
+    acc = accuracy(predict(model, data.val.x, torch.device("cpu")), data.val.y)
+    export_onnx(model.eval(), data.val.x[:1], path)
+    (out / "teacher2.json").write_text(
+        json.dumps({"test_accuracy": acc, "params": sum(p.numel() for p in model.parameters())})
+    )
+    return path
+
+
+def run_row(label: str, fields: dict, seed: int, args: argparse.Namespace, teacher2: Path) -> dict:
+    example = resources.files("edgekd.example")
+    fields = dict(fields)
+    if fields.get("ensemble") == "TEACHER2":
+        fields["ensemble"] = [str(teacher2)]
+    cfg = CompressConfig(
+        teacher=EXAMPLE_TEACHER, weights=str(example / "teacher.pt"), data=args.data,
+        mean=EXAMPLE_MEAN, std=EXAMPLE_STD, student=STUDENT, epochs=args.epochs, seed=seed,
+        batch_size=128, lr=3e-3, cache_dir=str(args.out / "cache"), **fields,
+    )  # fmt: skip
+    folder = args.out / "runs" / f"{label.split()[0]}-{seed}"
+    t0 = time.perf_counter()
+    ctx = open_run(cfg, folder, resume=True)
+    run_in(ctx, "distill")
+    record = ctx.run.record("distill")
+    history = record["history"]
+    train_s = sum(h["seconds"] for h in history)
+    return {
+        "row": label,
+        "seed": seed,
+        "test_accuracy": history[-1]["val_accuracy"],
+        "train_seconds": train_s,
+        "samples_per_s": len(history) * record["train_samples"] / train_s,
+        "wall_seconds": time.perf_counter() - t0,
+        "pairs": record["pairs"],
+    }
+
+
+def table(results: list[dict], teacher_acc: float, teacher2: dict | None) -> str:
+    lines = [
+        "| row | test accuracy % (mean ± std) | seeds | training samples/s |",
+        "|---|---|---|---|",
+    ]
+    for label in ROWS:
+        accs = [100 * r["test_accuracy"] for r in results if r["row"] == label]
+        if not accs:
+            continue
+        sps = statistics.mean(r["samples_per_s"] for r in results if r["row"] == label)
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        lines.append(
+            f"| {label} | {statistics.mean(accs):.2f} ± {std:.2f} | {len(accs)} | {sps:,.0f} |"
+        )
+    lines.append(f"| teacher (FashionCNN, 1,165,930 params) | {100 * teacher_acc:.2f} | - | - |")
+    if teacher2:
+        lines.append(
+            f"| second teacher (ConvNet w2 d1.5, {teacher2['params']:,} params, ONNX) "
+            f"| {100 * teacher2['test_accuracy']:.2f} | - | - |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--rows", nargs="+", default=list(ROWS), help="row labels (default: all)")
+    p.add_argument("--data", default=FASHION)
+    p.add_argument("--out", type=Path, default=Path("bench-out/distill"))
+    p.add_argument("--teacher2-epochs", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    teacher2 = second_teacher(args.out, args.data, args.teacher2_epochs)
+    results_path = args.out / "results.jsonl"
+    done = set()
+    if results_path.exists():
+        done = {(r["row"], r["seed"]) for r in map(json.loads, results_path.open())}
+    for seed in args.seeds:
+        for label in args.rows:
+            if (label, seed) in done:
+                continue
+            r = run_row(label, ROWS[label], seed, args, teacher2)
+            print(json.dumps(r), flush=True)
+            with results_path.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+    results = [json.loads(line) for line in results_path.open()]
+    data = load_dataset(args.data, mean=EXAMPLE_MEAN, std=EXAMPLE_STD)
+    from edgekd.models.teacher import load_model
+
+    example = resources.files("edgekd.example")
+    teacher = load_model(EXAMPLE_TEACHER, str(example / "teacher.pt"))
+    teacher_acc = accuracy(predict(teacher, data.val.x, torch.device("cpu")), data.val.y)
+    t2 = json.loads((args.out / "teacher2.json").read_text())
+    md = table(results, teacher_acc, t2)
+    (args.out / "table.md").write_text(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Fixed students for the benchmarks (``--student bench/students.py:NAME``)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from edgekd.models.students import ConvNet
+
+
+def convnet_half(num_classes: int = 10) -> nn.Module:
+    """ConvNet(width 0.5, depth 1): 18,482 parameters on 1x28x28, 63x fewer than the teacher."""
+    return ConvNet(1, num_classes, width=0.5, depth=1.0)
+
+
+def mlp_800(num_classes: int = 10) -> nn.Module:
+    """Hinton et al.'s MNIST student: 784-800-800-10, ReLU, no dropout."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 800), nn.ReLU(), nn.Linear(800, 800), nn.ReLU(),
+        nn.Linear(800, num_classes),
+    )  # fmt: skip
+
+
+def mlp_1200(num_classes: int = 10) -> nn.Module:
+    """Hinton et al.'s MNIST teacher: 784-1200-1200-10, ReLU, dropout on inputs and hidden units."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Dropout(0.2), nn.Linear(784, 1200), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(1200, 1200), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1200, num_classes),
+    )  # fmt: skip
