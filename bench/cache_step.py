@@ -50,7 +50,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         key = cache_key("bench-teacher", f"first-{args.samples}", [], False)
         outputs = teacher_outputs(teacher, train.x, key=key, cache_dir=Path(cache))
-        cached = CachedTeacher(torch.from_numpy(outputs.logits[:]), outputs)
+        logits = torch.tensor(outputs.logits)  # a copy: memmaps are read-only
+        cached = CachedTeacher(logits, outputs)
         live = LiveTeacher([teacher], None, 4.0, CPU)
         zeros = torch.zeros(len(train), 10)
         runs = {
