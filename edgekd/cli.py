@@ -215,6 +215,13 @@ def compress(
     min_compression: Annotated[
         float | None, typer.Option(help="Student at most teacher params / this.")
     ] = None,
+    int8_must_pay: Annotated[
+        bool | None,
+        typer.Option(
+            "--int8-must-pay/--allow-slower-int8",
+            help="Gate: fail when INT8 is not faster than float (allow it when INT8 is for size).",
+        ),
+    ] = None,
     device: Device = None,
     seed: Seed = None,
     resume: Resume = False,

@@ -52,6 +52,7 @@ class CompressConfig:
     calib_manifest: str | None = None
     min_compression: float = 8.0
     max_accuracy_drop: float = 1.0  # points of top-1 accuracy vs the teacher
+    int8_must_pay: bool = True  # gate: INT8 slower than its float twin fails validation
     device: str = "auto"
     seed: int = 0
 

@@ -496,7 +496,7 @@ def validate(ctx: Context) -> dict[str, Any]:
     acc = {name: accuracy(r.logits, labels) for name, r in results.items()}
     latency = {name: r.latency for name, r in results.items()}
     deployed = "student_int8" if "student_int8" in models else "student_fp32"
-    gates = gate(target, acc, latency, deployed, cfg.max_accuracy_drop)
+    gates = gate(target, acc, latency, deployed, cfg.max_accuracy_drop, cfg.int8_must_pay)
     lint = (run.record("export") or {}).get("tensorrt_lint")
     if lint is not None:
         gates.check(

@@ -86,8 +86,10 @@ def gate(
     latency: dict[str, LatencyStats],
     deployed: str,
     max_accuracy_drop: float,
+    int8_must_pay: bool = True,
 ) -> Gates:
-    """Accuracy drop of the deployed model vs the teacher; its p90 vs the target's budget."""
+    """Accuracy drop of the deployed model vs the teacher; its p90 vs the target's budget; an INT8
+    model must be faster than its float twin on the same runtime (measured here on host targets)."""
     gates = Gates()
     drop = (accuracy_["teacher"] - accuracy_[deployed]) * 100
     gates.check(
@@ -103,9 +105,24 @@ def gate(
             "latency_budget",
             f"{deployed} p90 {p90:.3f} ms > budget {budget:g} ms ({latency[deployed].where})",
         )
+        if deployed == "student_int8" and not int8_must_pay:
+            gates.skipped.append("int8_pays: not required (--allow-slower-int8)")
+        elif deployed == "student_int8":
+            fp32 = latency["student_fp32"].p90
+            gates.check(
+                p90 < fp32,
+                "int8_pays",
+                f"student_int8 p90 {p90:.3f} ms is not faster than its float twin student_fp32 "
+                f"({fp32:.3f} ms) on {latency[deployed].where}: INT8 costs accuracy and buys nothing",
+            )
     else:
         gates.skipped.append(
             f"latency_budget: {target.name} was not measured on the device itself; "
             "the latencies here are from this host"
         )
+        if deployed == "student_int8":
+            gates.skipped.append(
+                f"int8_pays: INT8 vs float speed is a property of {target.name}'s runtime; "
+                "this host's says nothing about it"
+            )
     return gates

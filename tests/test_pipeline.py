@@ -117,6 +117,36 @@ def test_latency_budget_gate_exits_3(run, tmp_path: Path, fast_target: Path) -> 
     assert report["gates"]["failed"] == summary["gates"]["failed"]
 
 
+def _with_config(run: Path, tmp_path: Path, **changes) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, **changes}))
+    return copy
+
+
+def test_int8_gate_follows_the_measured_latencies(run, tmp_path: Path) -> None:
+    out, _ = run
+    assert "int8_pays: not required (--allow-slower-int8)" in run[1]["gates"]["skipped"]
+    report = run_stage("validate", _with_config(out, tmp_path, int8_must_pay=True))
+    gates, p90 = report["gates"], {k: v["p90"] for k, v in report["latency_ms"].items()}
+    assert "int8_pays" in gates["checked"]
+    # an 8x8 digits student may well be slower in INT8: the gate must say so exactly then
+    slower = p90["student_int8"] >= p90["student_fp32"]
+    assert [f.split(":")[0] for f in gates["failed"]] == (["int8_pays"] if slower else [])
+
+
+def test_int8_slower_than_float_exits_3(run, tmp_path: Path) -> None:
+    copy = _with_config(run[0], tmp_path, int8_must_pay=True)
+    # an "INT8" artifact that is the much larger teacher: accurate, and surely slower
+    shutil.copy(copy / "teacher.onnx", copy / "student_int8.onnx")
+    result = CliRunner().invoke(app, ["validate", str(copy), "--json"])
+    assert result.exit_code == 3, result.output
+    failed = json.loads(result.stdout.splitlines()[0])["gates"]["failed"]
+    assert [f for f in failed if f.startswith("int8_pays")], failed
+    assert "not faster than its float twin" in result.output
+
+
 def _fast_copy(name: str, tmp_path: Path) -> Path:
     """A bundled device profile with a short latency method, as a user file."""
     text = (Path(__file__).parents[1] / "targets" / f"{name}.toml").read_text()
