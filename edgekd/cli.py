@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 import typer
 
-from edgekd.config import CompressConfig
+from edgekd.config import CompressConfig, quantize_changes
 from edgekd.data import parse_floats
 from edgekd.errors import BadInput, EdgekdError, GateFailed, first_line
+from edgekd.quant.calibrators import CALIBRATORS
 
 app = typer.Typer(
     add_completion=False,
@@ -127,6 +128,7 @@ def _config(**options: Any) -> CompressConfig:
         given["loss_weights"] = _loss_weights(options["loss_weight"])
     if "input_size" in given:
         given["input_size"] = _size(given["input_size"])
+    given.update(quantize_changes(bool(options.get("ptq")), qat_epochs=options.get("qat_epochs")))
     return CompressConfig(**given)
 
 
@@ -178,6 +180,16 @@ Nproc = Annotated[
 CacheDir = Annotated[
     str | None, typer.Option(help="Teacher cache folder (default $EDGEKD_CACHE, ~/.cache/edgekd).")
 ]
+Ptq = Annotated[
+    bool, typer.Option("--ptq", help="Post-training quantization: calibrate only, no QAT epochs.")
+]
+CalibratorName = Annotated[
+    str | None,
+    typer.Option(
+        "--calibrator",
+        help=f"Activation ranges: {', '.join(CALIBRATORS)} (default: the scheme's).",
+    ),
+]
 
 
 @app.command()
@@ -191,6 +203,14 @@ def compress(
     epochs: Epochs = None,
     qat_epochs: Annotated[
         int | None, typer.Option(help="Quantization-aware fine-tuning epochs.")
+    ] = None,
+    ptq: Ptq = False,
+    calibrator: CalibratorName = None,
+    calib_samples: Annotated[
+        int | None, typer.Option(help="Random training images to calibrate on (default 512).")
+    ] = None,
+    calib_manifest: Annotated[
+        str | None, typer.Option(help="TOML listing the training indices to calibrate on.")
     ] = None,
     lr: Lr = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
@@ -214,6 +234,13 @@ def compress(
     ] = None,
     min_compression: Annotated[
         float | None, typer.Option(help="Student at most teacher params / this.")
+    ] = None,
+    keep_float: Annotated[
+        str | None,
+        typer.Option(
+            help="Leave the N most quantization-sensitive layers in float, or 'auto' "
+            "(FP16 on TensorRT, fp32 on ONNX Runtime)."
+        ),
     ] = None,
     int8_must_pay: Annotated[
         bool | None,
@@ -275,16 +302,19 @@ def distill(
     typer.echo(f"wrote {ctx.run.student_pt}", err=True)
 
 
-def _stage(stage: str, run: Path) -> Any:
+def _stage(stage: str, run: Path, changes: dict[str, Any] | None = None) -> Any:
     from edgekd.pipeline import run_stage
 
-    return _guard(run_stage, stage, run)
+    return _guard(run_stage, stage, run, changes)
 
 
 @app.command()
-def quantize(run: Run) -> None:
-    """Calibrate and fine-tune the distilled student quantization-aware (student_qat.pt)."""
-    _stage("quantize", run)
+def quantize(run: Run, ptq: Ptq = False, calibrator: CalibratorName = None) -> None:
+    """Calibrate and fine-tune the distilled student quantization-aware (student_qat.pt).
+
+    --ptq and --calibrator change the run's saved config, for this stage and the later ones.
+    """
+    _stage("quantize", run, _guard(quantize_changes, ptq, calibrator))
 
 
 @app.command("export")
@@ -298,6 +328,45 @@ def validate(run: Run, as_json: Json = False) -> None:
     """Measure accuracy and latency of the exported models; gates decide the exit code."""
     report = _stage("validate", run)
     _finish(report, run, as_json)
+
+
+def _drift_table(result: dict[str, Any]) -> list[str]:
+    layers = {layer["module"]: layer for layer in result["layers"]}
+    width = max(len("layer"), *(len(name) for name in result["top"]))
+    rows = [f"{'layer':<{width}}  added rel err    rel err  max |diff|    cosine"]
+    for name in result["top"]:
+        m = layers[name]
+        rows.append(
+            f"{name:<{width}}  {m['added_rel_l2']:>+13.2e}  {m['rel_l2']:>9.2e}  "
+            f"{m['max_abs_diff']:>10.2e}  {m['cosine']:>8.6f}"
+        )
+    logits = result["logits"]
+    rows += [
+        f"logits: top-1 agreement {logits['top1_agreement']:.2%}, max |diff| "
+        f"{logits['max_abs_diff']:.2e} ({result['samples']} samples, {result['runtime']})",
+        f"tensorrt: {result['tensorrt']}",
+    ]
+    return rows
+
+
+@app.command()
+def diff(
+    run: Run,
+    samples: Annotated[int, typer.Option(help="Validation samples to compare on.")] = 256,
+    top: Annotated[int, typer.Option(help="Layers to list, most drift first.")] = 5,
+    as_json: Json = False,
+) -> None:
+    """Per-layer drift of the INT8 model in ONNX Runtime from the fake-quant student (logs/drift.json)."""
+    from edgekd.quant.drift import diff_run
+
+    result = _guard(diff_run, run, samples=samples, top=top)
+    saved = run / "logs" / "drift.json"
+    typer.echo(f"wrote {saved} (edgekd validate adds it to the report)", err=True)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for row in _drift_table(result):
+        typer.echo(row)
 
 
 def _lint(model: Path, target: str) -> tuple[list[Any], int, int]:

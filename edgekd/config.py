@@ -10,6 +10,7 @@ from typing import Any
 
 from edgekd.distill.augment import AUGMENTATIONS
 from edgekd.errors import BadInput
+from edgekd.quant.calibrators import get_calibrator
 
 EXAMPLE_TEACHER = "edgekd.example.teacher:fashion_cnn"
 EXAMPLE_MEAN = [0.2860]
@@ -50,8 +51,10 @@ class CompressConfig:
     val_fraction: float = 0.2
     calib_samples: int = 512
     calib_manifest: str | None = None
+    calibrator: str | None = None  # activation ranges (edgekd.quant.calibrators); None: scheme's
     min_compression: float = 8.0
     max_accuracy_drop: float = 1.0  # points of top-1 accuracy vs the teacher
+    keep_float: str | None = None  # "N" most sensitive layers, or "auto"; None = all INT8
     int8_must_pay: bool = True  # gate: INT8 slower than its float twin fails validation
     device: str = "auto"
     seed: int = 0
@@ -95,6 +98,8 @@ class CompressConfig:
             raise BadInput("--nproc must be at least 1")
         if cfg.augment not in AUGMENTATIONS:
             raise BadInput(f"--augment {cfg.augment!r}: valid: {', '.join(AUGMENTATIONS)}")
+        if cfg.calibrator is not None:
+            get_calibrator(cfg.calibrator)
         if cfg.ensemble_weights is not None and len(cfg.ensemble_weights) != 1 + len(cfg.ensemble):
             raise BadInput(
                 f"--ensemble-weights gives {len(cfg.ensemble_weights)} weight(s) for "
@@ -104,10 +109,26 @@ class CompressConfig:
             raise BadInput("--unlabeled-only needs --unlabeled PATH")
         if cfg.qat_epochs < 0:
             raise BadInput("--qat-epochs must be 0 or more")
+        if cfg.keep_float is not None:
+            from edgekd.quant.sensitivity import parse_keep_float
+
+            parse_keep_float(cfg.keep_float)
         for name in ("lr", "temperature", "min_compression", "max_accuracy_drop"):
             if getattr(cfg, name) < 0 or (name != "max_accuracy_drop" and getattr(cfg, name) == 0):
                 raise BadInput(f"--{name.replace('_', '-')} must be positive")
         return cfg
+
+
+def quantize_changes(
+    ptq: bool = False, calibrator: str | None = None, qat_epochs: int | None = None
+) -> dict[str, Any]:
+    """Config fields for ``--ptq`` (calibration only: no QAT epochs) and ``--calibrator``."""
+    if ptq and qat_epochs:
+        raise BadInput(f"--ptq runs no QAT epochs; drop --qat-epochs {qat_epochs}")
+    changes: dict[str, Any] = {"qat_epochs": 0} if ptq else {}
+    if calibrator is not None:
+        changes["calibrator"] = calibrator
+    return changes
 
 
 def read_config(path: Path) -> CompressConfig:

@@ -43,8 +43,25 @@ from edgekd.models.sizing import deploy_precision, estimate, size_student
 from edgekd.models.students import StudentSpec, build_student
 from edgekd.models.teacher import OnnxTeacher, check_classes, load_model, load_weights
 from edgekd.progress import log
-from edgekd.quant.prepare import calibrate, freeze, prepare_qat
+from edgekd.quant.calibrators import get_calibrator
+from edgekd.quant.drift import saved_drift
+from edgekd.quant.prepare import (
+    calibrate,
+    freeze,
+    prepare_qat,
+    quantizable_layers,
+    unquantizable_layers,
+)
 from edgekd.quant.scheme import QuantScheme, get_scheme
+from edgekd.quant.sensitivity import (
+    AUTO_TOLERANCE_PT,
+    Probe,
+    check_keep_float,
+    choose_keep_float,
+    layer_sensitivity,
+    parse_keep_float,
+    score,
+)
 from edgekd.report import SCHEMA_VERSION, render_markdown
 from edgekd.run import RunDir
 from edgekd.runners.latency import environment
@@ -53,6 +70,12 @@ from edgekd.targets import Target, load_target
 from edgekd.validate import accuracy, agreement, gate, run_model
 
 PARITY_SAMPLES = 256
+# Fewest calibration images accepted. A per-tensor range found on fewer rests on a handful of
+# images (layers near the output see only a few values per image), so one atypical image sets the
+# scale; TensorRT and ONNX Runtime suggest hundreds (the default is 512). 32 is a floor that
+# catches mistakes (an empty or truncated manifest, --calib-samples 1), not a recommendation.
+MIN_CALIB_SAMPLES = 32
+SENSITIVITY_SAMPLES = 2000  # training samples each layer's quantization is scored on
 
 
 def teacher_specs(cfg: CompressConfig) -> list[tuple[str, str | None]]:
@@ -185,7 +208,8 @@ class Context:
     def qat_student(self) -> nn.Module:
         """The fake-quant student as saved by the quantize stage, scales frozen for export."""
         self.run.need(self.run.student_qat_pt)
-        qmodel = prepare_qat(self.trained_student(), self.scheme)
+        kept = (self.run.record("quantize") or {}).get("keep_float", {}).get("layers", [])
+        qmodel = prepare_qat(self.trained_student(), self.scheme, keep_float=kept)
         load_weights(qmodel, self.run.student_qat_pt)
         freeze(qmodel)
         return qmodel.eval()
@@ -291,19 +315,31 @@ class Context:
         return CachedTeacher(logits, outputs[0])
 
     def calibration_inputs(self) -> torch.Tensor:
+        """The manifest's training images, or ``calib_samples`` random ones; at least
+        MIN_CALIB_SAMPLES."""
         manifest = self.cfg.calib_manifest
         if not manifest:
-            return calibration_set(self.data.train, self.cfg.calib_samples, self.cfg.seed)
+            x = calibration_set(self.data.train, self.cfg.calib_samples, self.cfg.seed)
+            given = len(x) == self.cfg.calib_samples
+            source = "--calib-samples gives" if given else "the training split has only"
+            _check_calibration_size(len(x), source)
+            return x
         try:
             spec = tomllib.loads(Path(manifest).read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise BadInput(f"{manifest}: not a readable calibration manifest ({e})") from None
         if spec.get("sha256") and spec["sha256"] != sha256(self.cfg.data):
             raise BadInput(f"{manifest}: made for another data file than {self.cfg.data}")
-        idx = torch.tensor(spec["indices"])
-        if idx.numel() == 0 or int(idx.max()) >= len(self.data.train):
+        idx = torch.tensor(spec.get("indices", []), dtype=torch.long)
+        _check_calibration_size(idx.numel(), f"calibration manifest {manifest} lists")
+        if int(idx.max()) >= len(self.data.train):
             raise BadInput(f"{manifest}: indices do not fit the training split")
         return self.data.train.x[idx]
+
+
+def _check_calibration_size(n: int, source: str) -> None:
+    if n < MIN_CALIB_SAMPLES:
+        raise BadInput(f"calibration needs at least {MIN_CALIB_SAMPLES} samples; {source} {n}")
 
 
 def _epoch_config(cfg: CompressConfig, qat: bool) -> TrainConfig:
@@ -354,7 +390,12 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
             if ctx.cfg.student
             else StudentSpec(sizing["family"], sizing["width"], sizing["depth"])
         )
-        ctx.distill_setup(ctx.new_student(spec))
+        student = ctx.new_student(spec)
+        ctx.distill_setup(student)
+        if ctx.scheme is not None:
+            check_keep_float(parse_keep_float(ctx.cfg.keep_float), quantizable_layers(student))
+    if ctx.scheme is not None:
+        ctx.calibration_inputs()  # too few calibration samples fail here, before the run folder
     ctx.run.start(ctx.cfg, resume)
     ctx.run.save_record("sizing", sizing)
     log(f"student: {sizing['student']} — " + "; ".join(sizing["reasons"]))
@@ -387,6 +428,17 @@ def distill(ctx: Context) -> None:
         ctx.run.checkpoint("distill").unlink(missing_ok=True)
 
 
+def _probe(ctx: Context) -> Probe:
+    """Calibration batches, and training samples with the teacher's logits to score layers on."""
+    train = ctx.data.train
+    g = torch.Generator().manual_seed(ctx.cfg.seed)
+    idx = torch.randperm(len(train), generator=g)[:SENSITIVITY_SAMPLES]
+    with torch.no_grad():
+        teacher = ctx.teacher.eval()
+        logits = torch.cat([teacher(b) for b in train.x[idx].split(256)])
+    return Probe(ctx.calibration_inputs(), train.x[idx], train.y[idx], logits)
+
+
 def quantize(ctx: Context) -> None:
     """Fold BN, calibrate, fine-tune quantization-aware with the same losses → student_qat.pt."""
     cfg, scheme = ctx.cfg, ctx.scheme
@@ -394,18 +446,43 @@ def quantize(ctx: Context) -> None:
         log(f"quantize: skipped, {ctx.target.name} runs {ctx.target.precision} (no INT8)")
         return
     torch.manual_seed(cfg.seed)
-    qmodel = prepare_qat(ctx.trained_student(), scheme)
+    student = ctx.trained_student()
+    calibrator = cfg.calibrator or scheme.calibrator
+    unquantizable = unquantizable_layers(student)
+    if unquantizable:
+        log(f"quantize: the {scheme.name} scheme cannot quantize {', '.join(unquantizable)}: "
+            "they stay in float")  # fmt: skip
+    probe = _probe(ctx)
+    ranking = layer_sensitivity(student, scheme, calibrator, probe)
+    keep = choose_keep_float(
+        parse_keep_float(cfg.keep_float), student, scheme, calibrator, probe, ranking
+    )
+    if keep["layers"]:
+        log(f"quantize: kept in float ({keep['mode']}): {', '.join(keep['layers'])}")
+    if keep.get("reached") is False:
+        log(f"quantize: --keep-float auto: no {len(ranking) // 2} layer(s) or fewer bring PTQ "
+            f"within {AUTO_TOLERANCE_PT} pt of the float student; kept the best count")  # fmt: skip
+    qmodel = prepare_qat(student, scheme, calibrator, keep_float=keep["layers"])
     t0 = time.perf_counter()
-    calib = ctx.calibration_inputs()
-    calibrate(qmodel, [calib[i : i + 128] for i in range(0, len(calib), 128)])
+    calibrate(qmodel, probe.calib.split(128))
     record: dict[str, Any] = {
         "scheme": scheme.name,
         "scheme_description": scheme.description,
+        "ptq": cfg.qat_epochs == 0,  # calibration only, no quantization-aware epochs
         "calibration": {
-            "samples": len(calib),
-            "method": "percentile 99.99",
+            "samples": len(probe.calib),
+            "method": get_calibrator(calibrator).label,
             "seconds": time.perf_counter() - t0,
         },
+        "unquantizable": unquantizable,
+        "sensitivity": {
+            "samples": len(probe.x),
+            "method": "each layer quantized alone (the rest float), calibrated; KL(teacher || "
+            "student) at T=1 and top-1 accuracy on training samples",
+            "float_student": score(student, probe).to_dict(),
+            "layers": ranking,
+        },
+        "keep_float": keep,
         "history": [],
     }
     if cfg.qat_epochs:
@@ -467,6 +544,9 @@ def export(ctx: Context) -> None:
     if ctx.scheme is not None:
         qmodel = ctx.qat_student()
         meta["quant_scheme"] = ctx.scheme.name
+        kept = (run.record("quantize") or {}).get("keep_float", {}).get("layers", [])
+        if kept:
+            meta["kept_float"] = ",".join(kept)
         proto = export_onnx(qmodel, sample, run.student_int8_onnx, scheme=ctx.scheme, metadata=meta)
         record["student_int8"] = _parity(run.student_int8_onnx, qmodel, x)
         if ctx.target.family == "mobile":
@@ -560,6 +640,9 @@ def validate(ctx: Context) -> dict[str, Any]:
         report["latency_ratio"]["student_int8_vs_fp32"] = (
             latency["student_int8"].p90 / latency["student_fp32"].p90
         )
+    drift = saved_drift(run)  # from `edgekd diff`, when it describes the current INT8 model
+    if drift is not None:
+        report["drift"] = drift
     write_json(run.report_json, report)
     write_text(run.report_md, render_markdown(report))
     return report
@@ -630,13 +713,36 @@ def compress(cfg: CompressConfig, out: str | Path, resume: bool = False) -> dict
     return result
 
 
-def run_stage(stage: str, out: str | Path) -> dict[str, Any] | None:
-    """Run one stage on an existing run folder, with the config saved there."""
+def run_stage(
+    stage: str, out: str | Path, changes: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Run one stage on an existing run folder, with the config saved there.
+
+    ``changes`` (config fields, e.g. ``{"qat_epochs": 0, "calibrator": "entropy"}``: PTQ with the
+    entropy calibrator) are checked, then saved into the run's config before the stage runs, so
+    that later stages, the manifest and the report see what was done.
+    """
     run = RunDir(out)
     ctx = Context(run.config(), run)
+    if changes:
+        ctx = _changed(ctx, stage, changes)
     result = run_in(ctx, stage)
     run.write_manifest()
     return result
+
+
+def _changed(ctx: Context, stage: str, changes: dict[str, Any]) -> Context:
+    """``ctx`` with ``changes`` to its config, saved once the stage's inputs are checked."""
+    run = ctx.run
+    cfg = CompressConfig.from_dict({**ctx.cfg.to_dict(), **changes}, "changes").resolved()
+    new = Context(cfg, run)
+    if stage == "quantize" and new.scheme is not None:
+        run.need(run.student_pt)
+        new.calibration_inputs()
+    write_json(run.config_json, cfg.to_dict())
+    said = ", ".join(f"{k}={v!r}" for k, v in changes.items())
+    log(f"{stage}: run config changed ({said}); later stages follow it")
+    return new
 
 
 def open_run(cfg: CompressConfig, out: str | Path, resume: bool = False) -> Context:

@@ -28,6 +28,59 @@ def _ms(stats: dict[str, Any] | None, key: str) -> str:
     return "—" if stats is None else f"{stats[key]:.3f}"
 
 
+def _drift_lines(drift: dict[str, Any]) -> list[str]:
+    """The layers that add the most error between the fake-quant student and the runtime."""
+    layers = {layer["module"]: layer for layer in drift["layers"]}
+    lines = [
+        "",
+        "### Drift (fake-quant vs ONNX Runtime)",
+        "",
+        "| layer | added rel. error | rel. error | max abs diff | cosine |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in drift["top"]:
+        m = layers[name]
+        lines.append(
+            f"| {name} | {m['added_rel_l2']:+.2e} | {m['rel_l2']:.2e} | "
+            f"{m['max_abs_diff']:.2e} | {m['cosine']:.6f} |"
+        )
+    logits = drift["logits"]
+    lines += [
+        "",
+        f"On {drift['samples']} validation samples ({drift['runtime']}): logits max abs diff "
+        f"{logits['max_abs_diff']:.2e}, top-1 agreement {_pct(logits['top1_agreement'])}; "
+        f"TensorRT {drift['tensorrt']}.",
+    ]
+    return lines
+
+
+def _quantization_lines(q: dict[str, Any]) -> list[str]:
+    """Scheme, calibration, the layers kept in float and the most sensitive layers."""
+    how = "post-training (calibration only)" if q.get("ptq") else "quantization-aware"
+    lines = [
+        "",
+        "### Quantization",
+        "",
+        f"Scheme `{q['scheme']}`, {how}.",
+    ]
+    if "calibration" in q:
+        cal = q["calibration"]
+        lines[-1] += f" Calibration: {cal.get('method', 'max')} on {cal['samples']} samples."
+
+    keep = q.get("keep_float", {})
+    if keep.get("layers"):
+        lines.append(f"Kept in float ({keep['mode']}): {', '.join(keep['layers'])}.")
+    if q.get("unquantizable"):
+        lines.append(f"Not quantizable by this scheme: {', '.join(q['unquantizable'])}.")
+    ranking = q.get("sensitivity", {}).get("layers", [])[:3]
+    if ranking:
+        worst = ", ".join(
+            f"{r['layer']} (KL {r['kl']:.2e}, {_pct(r['accuracy'])})" for r in ranking
+        )
+        lines.append(f"Most sensitive layers, each quantized alone: {worst}.")
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A short Markdown summary: the verdict, one table, and how latency was measured."""
     gates = report["gates"]
@@ -66,6 +119,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     ratio = report.get("latency_ratio", {}).get("student_int8_vs_fp32")
     if ratio is not None:
         lines.append(f"INT8 / fp32 p90 latency: {ratio:.2f}×.")
+    if report.get("quantization"):
+        lines += _quantization_lines(report["quantization"])
+    if "drift" in report:
+        lines += _drift_lines(report["drift"])
     return "\n".join(lines) + "\n"
 
 

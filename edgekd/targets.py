@@ -82,7 +82,9 @@ class Target:
     ``quant_scheme`` is the INT8 arithmetic QAT simulates and export emits: ``"tensorrt"`` is
     symmetric int8 Q/DQ (zero point 0) as TensorRT requires; ``"onnxruntime"`` is uint8
     asymmetric activations with int8 per-channel weights, which ONNX Runtime fuses into
-    integer kernels; ``"none"`` goes with ``precision = "fp16"`` (no quantization).
+    integer kernels; ``"qnn"`` is the same arithmetic with Q/DQ after every op and a static batch
+    of 1, as ONNX Runtime's QNN provider needs to place the whole graph on the NPU; ``"none"``
+    goes with ``precision = "fp16"`` (no quantization).
     """
 
     name: str  # defaults to the file name without .toml
@@ -91,7 +93,7 @@ class Target:
     runtime: str = _one_of("tensorrt", "onnxruntime")
     execution_providers: tuple[str, ...]  # ONNX Runtime providers, in order of preference
     precision: str = _one_of("int8", "fp16")
-    quant_scheme: str = _one_of("tensorrt", "onnxruntime", "none")
+    quant_scheme: str = _one_of("tensorrt", "onnxruntime", "qnn", "none")
     hardware: Hardware
     budgets: Budgets
     latency: LatencyMethod
@@ -124,7 +126,7 @@ _RULES: list[tuple[typing.Callable[[Target], bool], str, str]] = [
         'use precision "fp16" with quant_scheme "none")',
     ),
     (
-        lambda t: t.runtime == "tensorrt" and t.quant_scheme == "onnxruntime",
+        lambda t: t.runtime == "tensorrt" and t.quant_scheme in ("onnxruntime", "qnn"),
         "quant_scheme",
         'must be "tensorrt" or "none" for runtime "tensorrt" (TensorRT needs zero point 0), '
         'got "{t.quant_scheme}"',

@@ -19,6 +19,7 @@ from edgekd.models.students import StudentSpec, build_student
 from edgekd.quant.fakequant import ActFakeQuant
 from edgekd.quant.prepare import act_quantizers, calibrate, freeze, prepare_qat
 from edgekd.quant.scheme import SCHEMES, get_scheme
+from edgekd.runners.onnxruntime import OrtRunner
 
 
 def _student() -> nn.Module:
@@ -107,9 +108,14 @@ def test_qdq_export_is_valid_and_matches_pytorch(scheme: str, tmp_path: Path) ->
                 assert inits[node.input[2]].dtype == np.float32
     with torch.no_grad():
         ref = q(x).numpy()
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = sess.run(None, {"input": x.numpy()})[0]
-    assert out.shape == (64, 10)  # dynamic batch
+    if SCHEMES[scheme].static_shapes:  # QNN: batch fixed at 1, the runner feeds row by row
+        with OrtRunner(path) as runner:
+            assert runner.fixed_batch == 1
+            out = runner.predict(x.numpy())
+    else:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        out = sess.run(None, {"input": x.numpy()})[0]
+    assert out.shape == (64, 10)
     assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
     assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.95
 
@@ -171,5 +177,5 @@ def test_untraceable_student_is_bad_input() -> None:
 
 
 def test_unknown_scheme() -> None:
-    with pytest.raises(BadInput, match="known: onnxruntime, tensorrt"):
+    with pytest.raises(BadInput, match="known: onnxruntime, qnn, tensorrt"):
         get_scheme("qnnpack")

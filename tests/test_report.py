@@ -67,7 +67,7 @@ def test_schema_is_versioned() -> None:
     assert schema["$id"].endswith(f":{SCHEMA_VERSION}")
     assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == set(schema["properties"]) - {"wall_seconds"}
+    assert set(schema["required"]) == set(schema["properties"]) - {"wall_seconds", "drift"}
 
 
 def test_digits_report_follows_the_schema(digits_run: Path, validator) -> None:

@@ -164,7 +164,7 @@ def test_host_may_leave_int8_throughput_unknown(tmp_path: Path) -> None:
         ),
         ('family = "jetson"', 'family = "phone"', 'family must be one of "jetson", "mobile"'),
         ('runtime = "tensorrt"', 'runtime = "tflite"', "runtime must be one of"),
-        ('quant_scheme = "tensorrt"', 'quant_scheme = "qnn"', "quant_scheme must be one of"),
+        ('quant_scheme = "tensorrt"', 'quant_scheme = "qnnpack"', "quant_scheme must be one of"),
         (
             'execution_providers = ["TensorrtExecutionProvider", "CPUExecutionProvider"]',
             "execution_providers = []",

@@ -1,4 +1,5 @@
-"""Export PyTorch models (float or fake-quant) to ONNX with a dynamic batch axis."""
+"""Export PyTorch models (float or fake-quant) to ONNX, with a dynamic batch axis unless the scheme
+needs static shapes."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ OPSET = 17
 INPUT, OUTPUT = "input", "logits"
 
 
-def to_onnx(model: nn.Module, sample: torch.Tensor) -> onnx.ModelProto:
-    """Trace ``model`` on ``sample`` (batch >= 1) into an ONNX model with a dynamic batch axis."""
+def to_onnx(model: nn.Module, sample: torch.Tensor, static: bool = False) -> onnx.ModelProto:
+    """Trace ``model`` on ``sample`` (batch >= 1) into an ONNX model with a dynamic batch axis, or
+    with ``static`` the sample's batch fixed."""
     model = model.eval()
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
@@ -32,7 +34,7 @@ def to_onnx(model: nn.Module, sample: torch.Tensor) -> onnx.ModelProto:
             opset_version=OPSET,
             input_names=[INPUT],
             output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            dynamic_axes=None if static else {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
             do_constant_folding=True,
         )
     return onnx.load_from_string(buf.getvalue())
@@ -46,8 +48,10 @@ def export_onnx(
     scheme: QuantScheme | None = None,
     metadata: dict[str, str] | None = None,
 ) -> onnx.ModelProto:
-    """Export ``model`` to ``path`` atomically; a fake-quant model's ``scheme`` finalises its Q/DQ."""
-    proto = to_onnx(model, sample)
+    """Export ``model`` to ``path`` atomically; a fake-quant model's ``scheme`` finalises its Q/DQ
+    (and fixes the batch at 1 for schemes that need static shapes)."""
+    static = scheme is not None and scheme.static_shapes
+    proto = to_onnx(model, sample[:1] if static else sample, static=static)
     if scheme is not None:
         proto = finalize_qdq(proto, int32_bias=scheme.int32_bias)
     for key, value in (metadata or {}).items():

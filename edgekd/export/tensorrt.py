@@ -75,9 +75,11 @@ def for_target(
     tensorrt: str | None = None,
     hardware_compatible: bool = False,
     version_compatible: bool = False,
+    kept_float: bool = False,
 ) -> EngineBuildConfig:
     """The build settings for ``target``; ``tensorrt`` (the installed version) overrides its own.
 
+    ``kept_float``: the model leaves some layers in float for FP16 (ONNX metadata "kept_float").
     The workspace is a quarter of the target's memory budget (at least 64 MB); the rest goes to
     the CUDA/TensorRT context, weights and activations.
     """
@@ -110,8 +112,10 @@ def for_target(
             )
         if dla:
             raise BadInput("hardware compatible engines cannot use DLA: drop one of them")
-    # DLA needs FP16/INT8 for every layer it runs: weakly typed with both flags.
-    strongly_typed = int8 and ver >= (10,) and not dla
+    # DLA needs FP16/INT8 for every layer it runs: weakly typed with both flags. Layers kept in
+    # float (--keep-float) run FP16 only through the FP16 flag, which strong typing refuses;
+    # the explicit Q/DQ still fix which layers run INT8.
+    strongly_typed = int8 and ver >= (10,) and not dla and not kept_float
     if workspace_mb is None:
         workspace_mb = max(MIN_WORKSPACE_MB, int(target.budgets.max_memory_mb // 4))
     return EngineBuildConfig(
@@ -276,6 +280,14 @@ def int8_coverage(layer_info: dict[str, Any]) -> dict[str, Any]:
 # --- building ---------------------------------------------------------------------------------
 
 
+def _kept_float(onnx_path: Path) -> bool:
+    """Whether edgekd left layers of this model in float (its "kept_float" metadata)."""
+    from edgekd.export.lint import load_onnx
+
+    meta = {p.key: p.value for p in load_onnx(onnx_path).metadata_props}
+    return bool(meta.get("kept_float"))
+
+
 def _check_model(onnx_path: Path, target: Target) -> dict[str, list[int]]:
     """Refuse a model that cannot be built for ``target``; the static shapes of dynamic inputs."""
     from edgekd.export.lint import load_onnx
@@ -333,13 +345,13 @@ def build_engine(
     ``out_dir`` is read and updated, so rebuilding for the same device is quicker.
     """
     onnx_path = Path(onnx_path)
+    compat = {
+        "hardware_compatible": hardware_compatible,
+        "version_compatible": version_compatible,
+        "kept_float": _kept_float(onnx_path),
+    }
     # Checks that need no TensorRT first, so a bad request fails the same way everywhere.
-    for_target(
-        target,
-        dla=dla,
-        hardware_compatible=hardware_compatible,
-        version_compatible=version_compatible,
-    )
+    for_target(target, dla=dla, **compat)
     shapes = _check_model(onnx_path, target)
     how = _installed()
     out = Path(out_dir) if out_dir is not None else onnx_path.parent
@@ -351,7 +363,6 @@ def build_engine(
         "layers": out / f"{name}.layers.json",
     }
     start = time.perf_counter()
-    compat = {"hardware_compatible": hardware_compatible, "version_compatible": version_compatible}
     if how == "python":
         cfg, layer_info = _build_python(onnx_path, target, out, paths, shapes, dla, **compat)
     else:

@@ -5,30 +5,41 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_RESERVOIR = 1 << 20  # activation values kept for percentile calibration
+from edgekd.quant.calibrators import get_calibrator, qparams
+
+_RESERVOIR = 1 << 20  # activation values a calibrator sees (an even sample over all batches)
+_BATCH_SAMPLE = 1 << 17  # values kept per batch: all of a small tensor, a sample of a large one
+
+
+def _sample(values: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``values`` if there are at most ``n``, else ``n`` of them drawn at random (seeded, so that
+    calibration is reproducible)."""
+    if values.numel() <= n:
+        return values
+    g = torch.Generator(device=values.device).manual_seed(seed)
+    return values[torch.randperm(values.numel(), generator=g, device=values.device)[:n]]
 
 
 class ActFakeQuant(nn.Module):
     """Per-tensor activation fake-quant with a range found by calibration.
 
-    While ``observing``, it passes values through and records their range; ``finalize`` turns
-    the range into a scale and zero point; afterwards it rounds like the runtime will.
+    While ``observing``, it passes values through and records their exact min/max and a sample
+    of them; ``finalize`` has the ``calibrator`` (edgekd.quant.calibrators) find a range in these
+    and turns it into a scale and zero point; afterwards it rounds like the runtime will.
     """
 
-    def __init__(self, qmin: int, qmax: int, percentile: float = 99.99):
+    def __init__(self, qmin: int, qmax: int, calibrator: str = "percentile"):
         super().__init__()
         self.qmin, self.qmax = qmin, qmax
-        self.percentile = percentile
+        get_calibrator(calibrator)  # unknown names fail here, not after calibration
+        self.calibrator = calibrator
         self.register_buffer("scale", torch.ones(1))
         self.register_buffer("zero_point", torch.zeros(1, dtype=torch.int32))
         self.observing = False
         self._samples: list[torch.Tensor] = []
+        self._per_batch = _BATCH_SAMPLE
         self._lo = float("inf")
         self._hi = float("-inf")
-
-    @property
-    def symmetric(self) -> bool:
-        return self.qmin < 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
@@ -42,31 +53,25 @@ class ActFakeQuant(nn.Module):
         flat = x.float().flatten()
         self._lo = min(self._lo, flat.min().item())
         self._hi = max(self._hi, flat.max().item())
-        keep = max(1, _RESERVOIR // 64)
-        if flat.numel() > keep:
-            flat = flat[torch.randint(flat.numel(), (keep,), device=flat.device)]
-        self._samples.append(flat.cpu())
+        self._samples.append(_sample(flat, self._per_batch, len(self._samples)).cpu())
+        while sum(len(c) for c in self._samples) > 4 * _RESERVOIR:  # bounded memory, and every
+            self._per_batch //= 2  # batch, earlier or later, keeps the same share
+            self._samples = [_sample(c, self._per_batch, i) for i, c in enumerate(self._samples)]
 
     def finalize(self) -> None:
-        """Fix scale and zero point from what was observed (percentile of values, clipped)."""
+        """Fix scale and zero point from the range the calibrator finds in what was observed."""
         if not self._samples:
             raise RuntimeError("activation quantizer saw no data during calibration")
-        values = torch.cat(self._samples)[:_RESERVOIR]
-        q = self.percentile / 100.0
-        hi = min(self._hi, torch.quantile(values, q).item())
-        lo = max(self._lo, torch.quantile(values, 1.0 - q).item())
-        lo, hi = min(lo, 0.0), max(hi, 0.0)
-        if self.symmetric:
-            amax = max(abs(lo), abs(hi), 1e-8)
-            scale, zp = amax / self.qmax, 0
-        else:
-            scale = max(hi - lo, 1e-8) / (self.qmax - self.qmin)
-            zp = int(round(self.qmin - lo / scale))
-            zp = min(max(zp, self.qmin), self.qmax)
+        values = torch.cat(self._samples)
+        values = _sample(values, _RESERVOIR, 0)  # an even sample over all batches
+        find_range = get_calibrator(self.calibrator).find_range
+        lo, hi = find_range(values, self._lo, self._hi, self.qmin, self.qmax)
+        scale, zp = qparams(lo, hi, self.qmin, self.qmax)
         self.scale.fill_(scale)
         self.zero_point.fill_(zp)
         self.observing = False
         self._samples.clear()
+        self._per_batch = _BATCH_SAMPLE
 
     def extra_repr(self) -> str:
         scale, zp = self.scale.item(), self.zero_point.item()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+import operator
+from collections.abc import Collection, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,16 @@ _QUANTIZABLE = (nn.Conv2d, nn.Linear)
 _TRANSPARENT_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
 _TRANSPARENT_CALLS = {torch.flatten, F.max_pool2d, F.dropout, "flatten", "view", "reshape"}
 _RELU_CALLS = {F.relu, torch.relu, "relu"}
+# Ops that make new values: with ``quantize_every_op`` their outputs are quantized too.
+_OTHER_MODULES = (
+    nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.SiLU,
+    nn.GELU, nn.ReLU6, nn.Softmax,
+)  # fmt: skip
+_OTHER_CALLS = {
+    operator.add, operator.mul, torch.add, torch.mul, torch.cat, torch.mean,
+    F.adaptive_avg_pool2d, F.avg_pool2d, F.hardswish, F.silu, F.gelu, torch.sigmoid,
+    "add", "mul", "mean", "sigmoid",
+}  # fmt: skip
 
 
 def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
@@ -31,6 +42,13 @@ def _is_transparent(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
         return isinstance(_module(gm, node), _TRANSPARENT_MODULES)
     return node.op in ("call_function", "call_method") and node.target in _TRANSPARENT_CALLS
+
+
+def _is_other_op(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """An op other than Conv/Gemm that computes new values (pooling, activations, arithmetic)."""
+    if node.op == "call_module":
+        return isinstance(_module(gm, node), _OTHER_MODULES)
+    return node.op in ("call_function", "call_method") and node.target in _OTHER_CALLS
 
 
 def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -57,12 +75,43 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return gm
 
 
-def prepare_qat(model: nn.Module, scheme: QuantScheme, percentile: float = 99.99) -> fx.GraphModule:
+def quantizable_layers(model: nn.Module) -> list[str]:
+    """Names of the layers a scheme quantizes (Conv2d, Linear), in execution order."""
+    gm = trace(model)
+    return [n.target for n in gm.graph.nodes if isinstance(_module(gm, n), _QUANTIZABLE)]
+
+
+def unquantizable_layers(model: nn.Module) -> list[str]:
+    """Layers with weights that no scheme here quantizes ("name (Type)"): they stay in float."""
+    return [
+        f"{name} ({type(m).__name__})"
+        for name, m in model.named_modules()
+        if not isinstance(m, _QUANTIZABLE)
+        and not list(m.children())
+        and any(p.dim() >= 2 for p in m.parameters(recurse=False))
+    ]
+
+
+def prepare_qat(
+    model: nn.Module,
+    scheme: QuantScheme,
+    calibrator: str | None = None,
+    *,
+    keep_float: Collection[str] = (),
+) -> fx.GraphModule:
     """A copy of ``model`` with BN folded and fake-quant placed as ``scheme`` prescribes.
 
-    Activation quantizers start in observing mode: run :func:`calibrate` before training.
+    Layers named in ``keep_float`` get no quantizers. Activation quantizers start in observing
+    mode: run :func:`calibrate` before training.
     """
     gm = trace(model)
+    layers = {n.target for n in gm.graph.nodes if isinstance(_module(gm, n), _QUANTIZABLE)}
+    unknown = sorted(set(keep_float) - layers)
+    if unknown:
+        raise BadInput(
+            f"keep-float layer(s) {', '.join(unknown)} are not quantizable layers of the student "
+            f"({', '.join(sorted(layers))})"
+        )
     graph = gm.graph
     qmin, qmax = scheme.act_range
     quantized: dict[fx.Node, fx.Node] = {}  # tensor -> its fake-quant node
@@ -72,7 +121,7 @@ def prepare_qat(model: nn.Module, scheme: QuantScheme, percentile: float = 99.99
         nonlocal count
         name = f"act_quant_{count}"
         count += 1
-        gm.add_submodule(name, ActFakeQuant(qmin, qmax, percentile))
+        gm.add_submodule(name, ActFakeQuant(qmin, qmax, calibrator or scheme.calibrator))
         ctx = graph.inserting_before(before) if before else graph.inserting_after(src)
         with ctx:
             q = graph.call_module(name, (src,))
@@ -85,9 +134,16 @@ def prepare_qat(model: nn.Module, scheme: QuantScheme, percentile: float = 99.99
             node = node.args[0]
         return node in quantized
 
+    if scheme.quantize_every_op:  # first, so that the layers' inputs see these quantizers
+        for node in list(graph.nodes):
+            if _is_other_op(gm, node) and not all(u.op == "output" for u in node.users):
+                users = list(node.users)
+                q = new_quant(node, before=None)
+                for u in users:
+                    u.replace_input_with(node, q)
     for node in list(graph.nodes):
         mod = _module(gm, node)
-        if not isinstance(mod, _QUANTIZABLE):
+        if not isinstance(mod, _QUANTIZABLE) or node.target in keep_float:
             continue
         parametrize.register_parametrization(mod, "weight", WeightFakeQuant(mod.weight.shape[0]))
         src = node.args[0]
@@ -104,7 +160,7 @@ def prepare_qat(model: nn.Module, scheme: QuantScheme, percentile: float = 99.99
                 q = new_quant(out, before=None)
                 for u in users:
                     u.replace_input_with(out, q)
-    if count == 0:
+    if count == 0 and not keep_float:
         raise BadInput("the student has no Conv2d or Linear layer to quantize")
     graph.lint()
     gm.recompile()

@@ -19,6 +19,9 @@ class QuantScheme:
     quantize_outputs: bool  # Q/DQ on conv/linear outputs (after a following ReLU) as well
     int32_bias: bool  # store biases as int32 behind DequantizeLinear (else float)
     description: str
+    calibrator: str  # default activation calibrator (edgekd.quant.calibrators)
+    quantize_every_op: bool = False  # Q/DQ after every op (pooling, adds...), not just Conv/Gemm
+    static_shapes: bool = False  # export with a fixed batch of 1 (no dynamic axes)
 
     @property
     def act_range(self) -> tuple[int, int]:
@@ -28,6 +31,7 @@ class QuantScheme:
 SCHEMES = {
     "tensorrt": QuantScheme(
         name="tensorrt",
+        calibrator="percentile",
         signed_activations=True,
         quantize_outputs=False,
         int32_bias=False,  # TensorRT's DequantizeLinear takes int8 only; it quantizes biases itself
@@ -38,12 +42,27 @@ SCHEMES = {
     ),
     "onnxruntime": QuantScheme(
         name="onnxruntime",
+        calibrator="percentile",
         signed_activations=False,
         quantize_outputs=True,
         int32_bias=True,  # ORT fuses QLinearConv only when every input comes from a DequantizeLinear
         description=(
             "ONNX Runtime QDQ: uint8 asymmetric activations with Q/DQ around each Conv/Gemm "
             "(after its ReLU), the pattern ONNX Runtime fuses into QLinearConv/QGemm"
+        ),
+    ),
+    "qnn": QuantScheme(
+        name="qnn",
+        calibrator="percentile",
+        signed_activations=False,
+        quantize_outputs=True,
+        int32_bias=True,
+        quantize_every_op=True,
+        static_shapes=True,
+        description=(
+            "ONNX Runtime QNN (Qualcomm Hexagon NPU): uint8 asymmetric activations with Q/DQ "
+            "after every op, so that no float op falls back to the CPU; int8 symmetric "
+            "per-channel weights, int32 biases; static shapes (batch 1)"
         ),
     ),
 }

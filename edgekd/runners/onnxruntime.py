@@ -36,6 +36,7 @@ class OrtRunner(Runner):
         self.threads = threads
         self.optimize = optimize
         self.session: ort.InferenceSession | None = None
+        self.fixed_batch: int | None = None
 
     def activate(self) -> None:
         opts = ort.SessionOptions()
@@ -48,7 +49,10 @@ class OrtRunner(Runner):
             self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
         except Exception as e:  # noqa: BLE001 - ORT raises several types for an unreadable model
             raise BadInput(f"{self.path}: ONNX Runtime cannot load it: {first_line(e)}") from None
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        batch = first.shape[0] if first.shape else None
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
 
     def deactivate(self) -> None:
         self.session = None
@@ -56,6 +60,17 @@ class OrtRunner(Runner):
     def infer(self, x: np.ndarray) -> np.ndarray:
         assert self.session is not None, "use the runner as a context manager"
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Logits for every row of ``x``; a model with a static batch gets batches of that size
+        (the last one padded)."""
+        fixed = self.fixed_batch
+        if fixed is None:
+            return super().predict(x, batch_size)
+        pad = (-len(x)) % fixed
+        if pad:
+            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+        return super().predict(x, fixed)[: len(x) - pad]
 
     @property
     def where(self) -> str:
