@@ -268,3 +268,11 @@ def test_calibration_is_reproducible(outliers) -> None:
         q.finalize()
         scales.append(q.scale.item())
     assert scales[0] == scales[1]
+
+
+def test_entropy_is_not_pulled_down_by_relu_zeros() -> None:
+    """Half the values of a ReLU output are exact zeros: that spike must not decide the clip."""
+    x = torch.relu(torch.randn(200_000, generator=torch.Generator().manual_seed(0)))
+    for q in (INT8, UINT8):
+        lo, hi = get_calibrator("entropy").find_range(x, 0.0, x.max().item(), *q)
+        assert lo == 0.0 and 0.75 * x.max().item() < hi <= x.max().item(), q

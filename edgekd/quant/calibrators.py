@@ -9,7 +9,8 @@ zero point of the scheme's integer type.
 - ``percentile``: the 0.01th and 99.99th percentiles of the sample, clipped to the observed range.
 - ``entropy``: TensorRT's threshold search on a 2048-bin histogram of ``|x|``: the clip value
   whose histogram quantized to the integer type's levels stays closest, in KL divergence, to the
-  histogram with the clipped tail folded into its last bin.
+  histogram with the clipped tail folded into its last bin. As in NVIDIA's pytorch-quantization,
+  the first bin (the zeros a ReLU makes) counts as much as the second.
 - ``mse``: the observed range shrunk by the factor (1/128 ... 1) whose quantize→dequantize round
   trip has the least mean squared error on the sample. The clipped values' error counts too, so
   it cuts the range short only where that costs less than a coarser grid: a few outliers among
@@ -85,10 +86,9 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def _expanded(bins: np.ndarray, filled: np.ndarray, levels: int) -> np.ndarray:
-    """``bins`` merged into ``levels`` levels (the remainder joins the last), each level's mass
-    spread back evenly over its ``filled`` bins."""
-    m = len(bins) // levels
-    level = np.minimum(np.arange(len(bins)) // m, levels - 1)
+    """``bins`` merged into ``levels`` levels of (nearly) equal width, each level's mass spread
+    back evenly over its ``filled`` bins."""
+    level = np.arange(len(bins)) * levels // len(bins)
     mass = np.bincount(level, weights=bins, minlength=levels)
     count = np.bincount(level, weights=filled, minlength=levels)
     return np.where(filled, mass[level] / np.maximum(count[level], 1), 0.0)
@@ -121,6 +121,7 @@ def _entropy(
     if amax == 0:
         return lo, hi
     hist = torch.histc(values.abs().float(), HISTOGRAM_BINS, 0, amax).double().numpy()
+    hist[0] = hist[1]  # the spike of exact zeros (ReLU outputs) would pull the clip value down
     t = amax * entropy_bins(hist, levels) / HISTOGRAM_BINS
     return max(lo, -t), min(hi, t)
 
