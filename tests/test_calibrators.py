@@ -276,3 +276,13 @@ def test_entropy_is_not_pulled_down_by_relu_zeros() -> None:
     for q in (INT8, UINT8):
         lo, hi = get_calibrator("entropy").find_range(x, 0.0, x.max().item(), *q)
         assert lo == 0.0 and 0.75 * x.max().item() < hi <= x.max().item(), q
+
+
+def test_entropy_keeps_a_normalised_images_background_and_most_of_its_range() -> None:
+    """uint8 on signed data whose most common value is its minimum (the background of a
+    normalised image): the minimum is kept, only the top of the range may be clipped."""
+    g = torch.Generator().manual_seed(0)
+    pixels = -0.81 + 2.83 * torch.rand(100_000, generator=g) ** 2
+    x = torch.cat([torch.full((100_000,), -0.81), pixels])
+    lo, hi = get_calibrator("entropy").find_range(x, x.min().item(), x.max().item(), *UINT8)
+    assert lo == pytest.approx(-0.81) and 0.75 * x.max().item() < hi <= x.max().item()

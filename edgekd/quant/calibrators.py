@@ -10,7 +10,10 @@ zero point of the scheme's integer type.
 - ``entropy``: TensorRT's threshold search on a 2048-bin histogram of ``|x|``: the clip value
   whose histogram quantized to the integer type's levels stays closest, in KL divergence, to the
   histogram with the clipped tail folded into its last bin. As in NVIDIA's pytorch-quantization,
-  the first bin (the zeros a ReLU makes) counts as much as the second.
+  the first bin (the zeros a ReLU makes) counts as much as the second. Symmetric types search a
+  clip value for ``|x|``; asymmetric ones (uint8) keep the minimum and search the top of the
+  range from it, so that signed data (a normalised image's background) is not clipped at its
+  most common value.
 - ``mse``: the observed range shrunk by the factor (1/128 ... 1) whose quantize→dequantize round
   trip has the least mean squared error on the sample. The clipped values' error counts too, so
   it cuts the range short only where that costs less than a coarser grid: a few outliers among
@@ -114,16 +117,25 @@ def entropy_bins(hist: np.ndarray, levels: int) -> int:
 def _entropy(
     values: torch.Tensor, lo: float, hi: float, qmin: int, qmax: int
 ) -> tuple[float, float]:
-    # 128 levels for |x| under int8, and under uint8 on signed data (about half the levels per
-    # sign); all 256 when uint8 holds non-negative data
-    levels = 256 if qmin >= 0 and lo >= 0 else 128
-    amax = max(abs(lo), abs(hi))
+    if qmin >= 0:  # asymmetric: clip only the top of [lo, hi]; all 256 levels over it
+        lo = min(lo, 0.0)
+        width = hi - lo
+        if width <= 0:
+            return lo, hi
+        t = width * _entropy_fraction(values.float() - lo, width, qmax - qmin + 1)
+        return lo, lo + t
+    amax = max(abs(lo), abs(hi))  # symmetric: a clip value for |x|, 128 levels a sign
     if amax == 0:
         return lo, hi
-    hist = torch.histc(values.abs().float(), HISTOGRAM_BINS, 0, amax).double().numpy()
-    hist[0] = hist[1]  # the spike of exact zeros (ReLU outputs) would pull the clip value down
-    t = amax * entropy_bins(hist, levels) / HISTOGRAM_BINS
+    t = amax * _entropy_fraction(values.float().abs(), amax, (qmax - qmin + 1) // 2)
     return max(lo, -t), min(hi, t)
+
+
+def _entropy_fraction(values: torch.Tensor, top: float, levels: int) -> float:
+    """The share of ``[0, top]`` that the KL search keeps for non-negative ``values``."""
+    hist = torch.histc(values, HISTOGRAM_BINS, 0, top).double().numpy()
+    hist[0] = hist[1]  # a spike at the bottom (ReLU zeros, an image's background) must not
+    return entropy_bins(hist, levels) / HISTOGRAM_BINS  # decide the clip
 
 
 def quantization_mse(values: torch.Tensor, lo: float, hi: float, qmin: int, qmax: int) -> float:
