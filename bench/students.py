@@ -26,3 +26,9 @@ def mlp_1200(num_classes: int = 10) -> nn.Module:
         nn.Flatten(), nn.Dropout(0.2), nn.Linear(784, 1200), nn.ReLU(), nn.Dropout(0.5),
         nn.Linear(1200, 1200), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1200, num_classes),
     )  # fmt: skip
+
+
+def convnet_example(num_classes: int = 10) -> nn.Module:
+    """ConvNet(width 1, depth 1.5): 121,274 parameters, the student edgekd sizes for host-cpu on
+    Fashion-MNIST (the bundled example's), fixed so that other targets' schemes can use it."""
+    return ConvNet(1, num_classes, width=1.0, depth=1.5)
