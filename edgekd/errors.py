@@ -1,4 +1,5 @@
-"""Errors that map to the CLI's exit codes (0 ok, 1 runtime failure, 2 bad input, 3 gate failed)."""
+"""Errors that map to the CLI's exit codes (0 ok, 1 runtime failure, 2 bad input, 3 gate failed,
+4-8 a remote device out of reach: see the classes at the end)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,36 @@ def first_line(e: BaseException, containing: str = "") -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     lines = [line.strip() for line in text.splitlines() if line.strip() and containing in line]
     return lines[0] if lines else ("" if containing else type(e).__name__)
+
+
+# Remote devices (``--remote USER@HOST``): one exit code per way the device can be out of reach.
+
+
+class RemoteUnreachable(EdgekdError):
+    """No SSH connection: refused, unresolvable or unreachable host, connection dropped."""
+
+    exit_code = 4
+
+
+class RemoteAuthFailed(EdgekdError):
+    """The SSH server refused the login (user, key or authorized_keys)."""
+
+    exit_code = 5
+
+
+class RemoteHostKey(EdgekdError):
+    """The device's host key is unknown, or does not match the known or pinned one."""
+
+    exit_code = 6
+
+
+class RemoteNotReady(EdgekdError):
+    """The device lacks what the runner needs: python, numpy, onnxruntime or tensorrt."""
+
+    exit_code = 7
+
+
+class RemoteTimeout(EdgekdError):
+    """Connecting, or a step on the device, took longer than allowed."""
+
+    exit_code = 8

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.data import Split
+from edgekd.runners.base import Runner
 from edgekd.runners.latency import LatencyStats
 from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.remote import SshSession, remote_runner
 from edgekd.targets import Target
 
 
@@ -19,6 +21,12 @@ def top1(logits: np.ndarray) -> np.ndarray:
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((top1(logits) == labels).mean())
+
+
+def per_class_accuracy(logits: np.ndarray, labels: np.ndarray, classes: int) -> list[float | None]:
+    """Top-1 accuracy within each true class; None for a class absent from ``labels``."""
+    hit = top1(logits) == labels
+    return [float(hit[labels == c].mean()) if (labels == c).any() else None for c in range(classes)]
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -34,10 +42,20 @@ class ModelResult:
     latency: LatencyStats
 
 
-def run_model(path: Path, val: Split, target: Target, label: str) -> ModelResult:
-    """Predict the validation split and time single queries with the target's latency method."""
+def make_runner(path: Path, target: Target, session: SshSession | None = None) -> Runner:
+    """The runner ``target`` asks for: on the device behind ``session``, else ONNX Runtime here."""
+    if session is not None:
+        return remote_runner(path, target, session)
+    return OrtRunner(path, target.execution_providers, threads=target.latency.threads)
+
+
+def run_model(
+    path: Path, val: Split, target: Target, label: str, session: SshSession | None = None
+) -> ModelResult:
+    """Predict the validation split and time single queries with the target's latency method;
+    on the device behind ``session`` when given, else here with ONNX Runtime."""
     method = target.latency
-    with OrtRunner(path, target.execution_providers, threads=method.threads) as runner:
+    with make_runner(path, target, session) as runner:
         logits = runner.predict(val.x.numpy())
         sample = val.x[: method.batch].numpy()
         stats = runner.time(
@@ -47,10 +65,8 @@ def run_model(path: Path, val: Split, target: Target, label: str) -> ModelResult
             min_duration_s=method.min_duration_s,
             label=f"latency {label}",
         )
-    if target.family != "host":
-        stats = LatencyStats(
-            **{**stats.to_dict(), "where": f"{stats.where} (this host, not {target.name})"}
-        )
+    if target.family != "host" and session is None:
+        stats = replace(stats, where=f"{stats.where} (this host, not {target.name})")
     return ModelResult(logits, stats)
 
 
@@ -87,9 +103,11 @@ def gate(
     deployed: str,
     max_accuracy_drop: float,
     int8_must_pay: bool = True,
+    on_device: bool = False,
 ) -> Gates:
     """Accuracy drop of the deployed model vs the teacher; its p90 vs the target's budget; an INT8
-    model must be faster than its float twin on the same runtime (measured here on host targets)."""
+    model must be faster than its float twin on the same runtime (measured here on host targets,
+    or ``on_device``: on the target itself, over SSH)."""
     gates = Gates()
     drop = (accuracy_["teacher"] - accuracy_[deployed]) * 100
     gates.check(
@@ -98,7 +116,7 @@ def gate(
         f"{deployed} is {drop:.2f} pt below the teacher (allowed {max_accuracy_drop:g} pt)",
     )
     budget = target.budgets.p90_latency_ms
-    if target.family == "host":
+    if target.family == "host" or on_device:
         p90 = latency[deployed].p90
         gates.check(
             p90 <= budget,

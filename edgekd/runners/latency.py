@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from edgekd.progress import progress
+from edgekd.runners import device_runner
+from edgekd.runners.device_runner import cpu_model
+
+__all__ = ["PERCENTILES", "LatencyStats", "cpu_model", "environment", "measure", "stats"]
+
+# Percentiles kept of every measurement, so that reports can draw its distribution (CDF).
+PERCENTILES = (*range(100), 99.5, 99.9, 100)
 
 
 @dataclass(frozen=True)
@@ -23,9 +28,13 @@ class LatencyStats:
     mean: float
     n: int
     where: str
+    # latency at each of PERCENTILES (ms), or () when not recorded; not part of to_dict()
+    quantiles: tuple[float, ...] = field(default=(), compare=False, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        del d["quantiles"]
+        return d
 
 
 def measure(
@@ -41,51 +50,25 @@ def measure(
 
     Runs at least ``min_queries`` timed calls and for at least ``min_duration_s`` seconds.
     """
-    for _ in range(warmup):
-        query()
-    times: list[float] = []
-    start = time.perf_counter()
     with progress(total=min_queries, desc=label, unit="q") as bar:
-        while len(times) < min_queries or time.perf_counter() - start < min_duration_s:
-            t0 = time.perf_counter_ns()
-            query()
-            times.append((time.perf_counter_ns() - t0) / 1e6)
-            bar.update(1)
-    ms = np.asarray(times)
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return LatencyStats(
-        p50=float(p50),
-        p90=float(p90),
-        p99=float(p99),
-        mean=float(ms.mean()),
-        n=len(ms),
-        where=where,
-    )
+        times = device_runner.measure(
+            device_runner.wall_clock(query),
+            warmup,
+            min_queries,
+            min_duration_s,
+            tick=lambda: bar.update(1),
+        )
+    return stats(times, where)
 
 
-def cpu_model() -> str:
-    """The CPU's model name, as the OS reports it."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("model name", "Model", "Hardware")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def stats(times_ms: Sequence[float], where: str) -> LatencyStats:
+    """p50/p90/p99/mean of single-query latencies (ms), with the quantiles at PERCENTILES."""
+    quantiles = tuple(float(q) for q in np.percentile(np.asarray(times_ms), PERCENTILES))
+    return LatencyStats(**device_runner.summarize(list(times_ms)), where=where, quantiles=quantiles)
 
 
-def environment() -> dict[str, str | int]:
-    """A fingerprint of the machine and runtimes that produced a measurement."""
-    import onnxruntime
+def environment() -> dict[str, Any]:
+    """A fingerprint of this machine and its runtimes (the device runner's, plus torch)."""
     import torch
 
-    return {
-        "machine": platform.machine(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count() or 0,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "torch": torch.__version__,
-    }
+    return {**device_runner.fingerprint(), "torch": torch.__version__, "where": "local"}

@@ -1,0 +1,306 @@
+"""Remote devices over SSH, against a real OpenSSH server started on 127.0.0.1 for these tests.
+
+The "device" is this machine: sshd runs in the foreground with its own host key, authorized key
+and config in a temporary folder, and the remote Python is this test's interpreter.
+"""
+
+from __future__ import annotations
+
+import ast
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+from edgekd.config import CompressConfig
+from edgekd.pipeline import compress, run_stage
+from edgekd.runners import device_runner
+from edgekd.runners.remote import SshSession, SshTarget
+
+SSHD = Path("/usr/sbin/sshd")
+START_TIMEOUT_S = 30  # sshd prints "Server listening" within a second; generous for busy CI
+pytestmark = [
+    pytest.mark.skipif(
+        not SSHD.is_file() or shutil.which("ssh") is None or shutil.which("scp") is None,
+        reason="needs OpenSSH (apt-get install openssh-server openssh-client)",
+    ),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> str:
+    """A new ed25519 key pair at ``path``; the public key line."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgekd-test", "-f", str(path)],
+        check=True,
+    )
+    return path.with_suffix(".pub").read_text().strip()
+
+
+class Sshd:
+    """A foreground sshd on a free loopback port, accepting ``client_key``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.host_pub = _keygen(root / "host_key")
+        (root / "authorized_keys").write_text(_keygen(root / "client_key") + "\n")
+        self.client_key = root / "client_key"
+        self.port = _free_port()
+        config = root / "sshd_config"
+        config.write_text(
+            f"ListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\nPidFile {root / 'sshd.pid'}\n"
+            "StrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+            "Subsystem sftp internal-sftp\n"
+        )
+        if os.geteuid() == 0:  # sshd as root chroots its unprivileged child there
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [str(SSHD), "-D", "-e", "-f", str(config), "-p", str(self.port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log: list[str] = []
+        listening = threading.Event()
+
+        def drain() -> None:  # sshd -e logs each connection: keep its pipe from filling
+            for line in self.proc.stderr:
+                self.log.append(line)
+                if "Server listening" in line:
+                    listening.set()
+            listening.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not listening.wait(START_TIMEOUT_S) or self.proc.poll() is not None:
+            self.stop()
+            pytest.skip(f"sshd did not start: {''.join(self.log[-3:]).strip()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+    def remote(self) -> str:
+        return f"{getpass.getuser()}@127.0.0.1:{self.port}"
+
+    def options(self, **override: object) -> list[str]:
+        """CLI options reaching this server (override: option=value; None drops it)."""
+        opts: dict[str, object] = {
+            "remote": self.remote(),
+            "ssh-key": self.client_key,
+            "host-key": self.host_pub,
+            "remote-python": sys.executable,
+        }
+        opts.update({k.replace("_", "-"): v for k, v in override.items()})
+        return [s for k, v in opts.items() if v is not None for s in (f"--{k}", str(v))]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory):
+    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory, digits_options: dict) -> Path:
+    """A small finished digits run (1 epoch, post-training quantization)."""
+    out = tmp_path_factory.mktemp("remote-runs") / "digits"
+    compress(CompressConfig(**digits_options, epochs=1, qat_epochs=0, max_accuracy_drop=100), out)
+    return out
+
+
+def cli(*args: object, **env: str):
+    return CliRunner().invoke(app, [str(a) for a in args], env={"EDGEKD_DEBUG": None, **env})
+
+
+def fails(result, code: int, *needles: str) -> str:
+    """Assert exit ``code`` with one ``edgekd: error:`` line holding every needle; return it."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgekd: error: "), lines
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def test_remote_bench_round_trip(sshd: Sshd, digits_run: Path, fast_target: Path) -> None:
+    model = digits_run / "student_int8.onnx"
+    options = sshd.options(remote_python=None)  # given by the environment instead
+    result = cli(
+        "bench", model, "--target", fast_target, *options, "--json",
+        EDGEKD_REMOTE_PYTHON=sys.executable,
+    )  # fmt: skip
+    assert result.exit_code == 0, (result.output, result.exception)
+    summary = json.loads(result.stdout)
+    lat = summary["latency_ms"]
+    assert lat["n"] >= 64 and 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert lat["where"].startswith("measured: onnxruntime") and "1 thread" in lat["where"]
+    assert lat["where"].endswith(f"on {sshd.remote()} over SSH")
+    env = summary["environment"]
+    assert env["where"] == f"remote {sshd.remote()} over SSH"
+    assert env["onnxruntime"] and env["cpu"] and env["cores"] >= 1 and "torch" not in env
+    local = cli("bench", model, "--target", fast_target)
+    assert local.exit_code == 0 and "over SSH" not in local.stdout
+
+
+def test_remote_validate_matches_local(sshd: Sshd, digits_run: Path) -> None:
+    local = run_stage("validate", digits_run)
+    result = cli("validate", digits_run, *sshd.options(), "--json")
+    assert result.exit_code == 0, (result.output, result.exception)
+    report = json.loads((digits_run / "report.json").read_text())
+    assert report["accuracy"] == local["accuracy"]
+    assert report["agreement"] == local["agreement"]
+    for lat in report["latency_ms"].values():
+        assert lat["where"].endswith(f"on {sshd.remote()} over SSH") and lat["n"] >= 64
+    assert report["environment"]["where"] == f"remote {sshd.remote()} over SSH"
+    assert "latency_budget" in report["gates"]["checked"]
+    md = (digits_run / "report.md").read_text()
+    assert f"Measured on: remote {sshd.remote()} over SSH: " in md
+    assert json.loads(result.stdout)["accuracy"] == local["accuracy"]
+
+
+def test_session_leaves_nothing_on_the_device(sshd: Sshd) -> None:
+    target = SshTarget.parse(
+        sshd.remote(), key=sshd.client_key, host_key=sshd.host_pub, python=sys.executable
+    )
+    with SshSession(target) as session:
+        folder = Path(session.dir)
+        assert (folder / "device_runner.py").is_file()  # the "device" is this machine
+        assert session.fingerprint()["where"].startswith("remote ")
+    assert not folder.exists()
+
+
+def test_connection_refused(digits_run: Path, sshd: Sshd) -> None:
+    port = _free_port()
+    remote = f"{getpass.getuser()}@127.0.0.1:{port}"
+    result = cli("bench", digits_run / "student_fp32.onnx", *sshd.options(remote=remote))
+    fails(result, 4, "connection refused", f"port {port}")
+
+
+def test_auth_failure(sshd: Sshd, digits_run: Path, tmp_path: Path) -> None:
+    _keygen(tmp_path / "stranger")
+    result = cli(
+        "bench", digits_run / "student_fp32.onnx", *sshd.options(ssh_key=tmp_path / "stranger")
+    )
+    fails(result, 5, "login refused", getpass.getuser())
+
+
+def test_unknown_host_key(sshd: Sshd, digits_run: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    result = cli("bench", digits_run / "student_fp32.onnx", *sshd.options(host_key=empty))
+    fails(result, 6, "host key unknown", f"ssh-keyscan -p {sshd.port} 127.0.0.1")
+
+
+def test_mismatched_host_key(sshd: Sshd, digits_run: Path, tmp_path: Path) -> None:
+    other = _keygen(tmp_path / "impostor")
+    result = cli("bench", digits_run / "student_fp32.onnx", *sshd.options(host_key=other))
+    fails(result, 6, "does not match")
+
+
+def test_device_without_onnxruntime(sshd: Sshd, digits_run: Path) -> None:
+    system = Path("/usr/bin/python3")
+    if not system.is_file():
+        pytest.skip("needs a system python3 without onnxruntime")
+    probe = subprocess.run([system, "-c", "import onnxruntime"], capture_output=True, check=False)
+    if probe.returncode == 0:
+        pytest.skip(f"{system} has onnxruntime")
+    result = cli("bench", digits_run / "student_fp32.onnx", *sshd.options(remote_python=system))
+    fails(result, 7, "lacks", "onnxruntime", "--remote-python")
+
+
+def test_device_without_python(sshd: Sshd, digits_run: Path) -> None:
+    result = cli(
+        "bench", digits_run / "student_fp32.onnx", *sshd.options(remote_python="/no/python3")
+    )
+    fails(result, 7, "no /no/python3 on the device")
+
+
+def test_connect_timeout(digits_run: Path, sshd: Sshd) -> None:
+    """A port that completes TCP handshakes but never speaks SSH."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        remote = f"{getpass.getuser()}@127.0.0.1:{silent.getsockname()[1]}"
+        result = cli(
+            "bench",
+            digits_run / "student_fp32.onnx",
+            *sshd.options(remote=remote, connect_timeout=1),
+        )
+    fails(result, 8, "timed out after 1 s", "--connect-timeout")
+
+
+def test_step_timeout(sshd: Sshd, digits_run: Path, fast_target: Path, tmp_path: Path) -> None:
+    """A latency run longer than --timeout: one line, exit 8 (the device runner stops on EOF)."""
+    slow = tmp_path / "slow.toml"
+    slow.write_text(fast_target.read_text().replace("min_duration_s = 0.05", "min_duration_s = 60"))
+    result = cli(
+        "bench", digits_run / "student_fp32.onnx", "--target", slow, *sshd.options(timeout=3)
+    )
+    fails(result, 8, "not done within 3 s", "--timeout")
+
+
+@pytest.mark.parametrize(
+    ("remote", "says"),
+    [("orin", "expected USER@HOST[:PORT]"), ("-oProxyCommand=x@h", "expected USER@HOST[:PORT]"),
+     ("me@host:70000", "port 70000")],
+)  # fmt: skip
+def test_bad_remote_options(digits_run: Path, remote: str, says: str) -> None:
+    fails(cli("bench", digits_run / "student_fp32.onnx", "--remote", remote), 2, says)
+
+
+def test_bad_host_key_option(digits_run: Path) -> None:
+    result = cli("bench", digits_run / "student_fp32.onnx", "--remote", "me@h", "--host-key", "x")
+    fails(result, 2, "--host-key", "ssh-ed25519 AAAA")
+
+
+def test_remote_command_is_quoted(sshd: Sshd, digits_run: Path, tmp_path: Path) -> None:
+    """A value with shell syntax reaches the device's shell as one quoted word."""
+    planted = tmp_path / "planted"
+    python = f"/no/python3; touch {planted}"
+    result = cli("bench", digits_run / "student_fp32.onnx", *sshd.options(remote_python=python))
+    fails(result, 7, f"no {python} on the device")
+    assert not planted.exists()
+
+
+def test_tensorrt_target_builds_on_the_device(digits_run: Path) -> None:
+    """For a TensorRT target the runner asks the device for tensorrt and an engine build with the
+    target's settings (TensorRT itself cannot run here)."""
+    from edgekd.runners.remote import remote_runner
+    from edgekd.targets import load_target
+
+    target = load_target("jetson-orin-nano-8gb")
+    session = SshSession(SshTarget.parse("nvidia@orin"), [target.runtime])
+    runner = remote_runner(digits_run / "student_int8.onnx", target, session)
+    assert session.modules == ["numpy", "tensorrt"] and runner.runtime == "tensorrt"
+    assert runner.build_config is not None and runner.build_config["strongly_typed"] is True
+    assert runner.build_config["tensorrt"] == "10.3" and runner.build_config["batch"] == 1
+
+
+def test_device_runner_is_self_contained() -> None:
+    """The file copied to devices imports only the standard library, numpy and the runtimes, and
+    parses as Python 3.8 (JetPack 5)."""
+    source = Path(device_runner.__file__).read_text()
+    tree = ast.parse(source, feature_version=(3, 8))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    roots = {name.split(".")[0] for name in imported}
+    assert roots - sys.stdlib_module_names <= {"numpy", "onnxruntime", "tensorrt"}, roots
