@@ -8,4 +8,5 @@ start=$(date +%s.%N)
 edgekd compress --out runs/example "$@"
 echo "wall: $(echo "$(date +%s.%N) - $start" | bc) s" >&2
 mkdir -p docs/example-report
-cp runs/example/report.json runs/example/report.md runs/example/manifest.json docs/example-report/
+cp runs/example/report.json runs/example/report.md runs/example/report.html runs/example/manifest.json \
+    docs/example-report/

@@ -115,7 +115,11 @@ def _finish(report: dict[str, Any], out: Path, as_json: bool) -> None:
 
 
 def _config(**options: Any) -> CompressConfig:
-    """A config from the command-line options that were given (None = default)."""
+    """A config from ``--config FILE`` (if given) overridden by the command-line options that were
+    given (None = not given)."""
+    from edgekd.config_file import load_config_file
+
+    base = load_config_file(options["config"]) if options.get("config") else {}
     names = {f.name for f in fields(CompressConfig)}
     given = {k: v for k, v in options.items() if k in names and v is not None}
     teachers = options.get("teacher") or []
@@ -129,7 +133,7 @@ def _config(**options: Any) -> CompressConfig:
     if "input_size" in given:
         given["input_size"] = _size(given["input_size"])
     given.update(quantize_changes(bool(options.get("ptq")), qat_epochs=options.get("qat_epochs")))
-    return CompressConfig(**given)
+    return CompressConfig(**{**base, **given})
 
 
 Teacher = Annotated[
@@ -197,8 +201,18 @@ def compress(
     teacher: Teacher = None,
     weights: Weights = None,
     data: Data = None,
-    target: Target = "host-cpu",
+    target: Annotated[
+        str | None, typer.Option(help="Target name or profile .toml (default host-cpu).")
+    ] = None,
     out: Out = Path("edgekd-run"),
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML run config (e.g. a run's config.toml, to replay it); options given here "
+            "override it.",
+        ),
+    ] = None,
     student: Student = None,
     epochs: Epochs = None,
     qat_epochs: Annotated[
@@ -302,10 +316,10 @@ def distill(
     typer.echo(f"wrote {ctx.run.student_pt}", err=True)
 
 
-def _stage(stage: str, run: Path, changes: dict[str, Any] | None = None) -> Any:
+def _stage(stage: str, run: Path, changes: dict[str, Any] | None = None, **options: Any) -> Any:
     from edgekd.pipeline import run_stage
 
-    return _guard(run_stage, stage, run, changes)
+    return _guard(run_stage, stage, run, changes, **options)
 
 
 @app.command()
@@ -323,11 +337,109 @@ def export_(run: Run) -> None:
     _stage("export", run)
 
 
+Remote = Annotated[
+    str | None, typer.Option("--remote", help="Measure on this device over SSH: USER@HOST[:PORT].")
+]
+SshKey = Annotated[Path | None, typer.Option("--ssh-key", help="Private key for --remote.")]
+HostKey = Annotated[
+    str | None,
+    typer.Option(
+        "--host-key",
+        help="Pin the device's host key: a known_hosts file or 'TYPE BASE64' "
+        "(default: your known_hosts).",
+    ),
+]
+RemotePython = Annotated[
+    str | None,
+    typer.Option(
+        "--remote-python", envvar="EDGEKD_REMOTE_PYTHON", help="Python on the device (python3)."
+    ),
+]
+ConnectTimeout = Annotated[
+    float | None, typer.Option("--connect-timeout", help="Seconds to connect (10).")
+]
+StepTimeout = Annotated[
+    float | None, typer.Option("--timeout", help="Seconds for one step on the device (900).")
+]
+
+
+def _ssh_target(
+    remote: str | None,
+    ssh_key: Path | None,
+    host_key: str | None,
+    remote_python: str | None,
+    connect_timeout: float | None,
+    timeout: float | None,
+) -> Any:
+    """The parsed --remote options (an SshTarget), or None without --remote."""
+    from edgekd.runners.remote import SshTarget
+
+    if remote is None:
+        if ssh_key is not None or host_key is not None:
+            raise BadInput("--ssh-key and --host-key go with --remote USER@HOST[:PORT]")
+        return None
+    return SshTarget.parse(
+        remote,
+        key=ssh_key,
+        host_key=host_key,
+        python=remote_python,
+        connect_timeout_s=connect_timeout,
+        timeout_s=timeout,
+    )
+
+
 @app.command()
-def validate(run: Run, as_json: Json = False) -> None:
+def validate(
+    run: Run,
+    remote: Remote = None,
+    ssh_key: SshKey = None,
+    host_key: HostKey = None,
+    remote_python: RemotePython = None,
+    connect_timeout: ConnectTimeout = None,
+    timeout: StepTimeout = None,
+    as_json: Json = False,
+) -> None:
     """Measure accuracy and latency of the exported models; gates decide the exit code."""
-    report = _stage("validate", run)
+    target = _guard(_ssh_target, remote, ssh_key, host_key, remote_python, connect_timeout, timeout)
+    report = _stage("validate", run, remote=target)
     _finish(report, run, as_json)
+
+
+def _bench(model: Path, target: str, remote: Any) -> dict[str, Any]:
+    from edgekd.bench import bench as run_bench
+    from edgekd.targets import load_target
+
+    return run_bench(model, load_target(target), remote)
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="An .onnx model.")],
+    target: Annotated[
+        str, typer.Option(help="Target name or profile .toml: runtime and latency method.")
+    ] = "host-cpu",
+    remote: Remote = None,
+    ssh_key: SshKey = None,
+    host_key: HostKey = None,
+    remote_python: RemotePython = None,
+    connect_timeout: ConnectTimeout = None,
+    timeout: StepTimeout = None,
+    as_json: Json = False,
+) -> None:
+    """Single-stream latency of one model, here or on a device over SSH (--remote)."""
+    ssh = _guard(_ssh_target, remote, ssh_key, host_key, remote_python, connect_timeout, timeout)
+    summary = _guard(_bench, model, target, ssh)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    lat = summary["latency_ms"]
+    typer.echo(
+        f"{model.name}: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms,"
+        f" mean {lat['mean']:.3f} ms ({lat['n']} queries, batch {summary['batch']})"
+    )
+    typer.echo(lat["where"])
+    if "engine" in summary and summary["engine"]["int8_coverage"]["coverage"] is not None:
+        typer.echo(f"INT8 coverage: {summary['engine']['int8_coverage']['coverage']:.0%}")
 
 
 def _drift_table(result: dict[str, Any]) -> list[str]:
@@ -412,6 +524,49 @@ def lint(
         _fail(GateFailed(message), GateFailed.exit_code)
 
 
+def _roofline(model: Path, targets: list[str]) -> list[dict[str, Any]]:
+    from edgekd.roofline import load_cost, roofline
+    from edgekd.targets import list_targets, load_target
+
+    cost = load_cost(model)
+    profiles = [load_target(t) for t in targets] if targets else list_targets()
+    rows = []
+    for t in profiles:
+        est = roofline(cost, t)
+        rows.append(
+            est or {"target": t.name, "precision": cost.precision_on(t), "latency_ms": None}
+        )
+    return rows
+
+
+@app.command()
+def roofline(
+    model: Annotated[Path, typer.Argument(help="An exported .onnx model (float or Q/DQ).")],
+    target: Annotated[
+        list[str] | None, typer.Option(help="Target name or .toml (repeatable; default: all).")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Estimated batch-1 latency per target: MACs and bytes counted in the ONNX graph against
+    the target's datasheet peak rate and bandwidth (an estimate, not a measurement)."""
+    rows = _guard(_roofline, model, target or [])
+    if as_json:
+        typer.echo(json.dumps({"model": str(model), "estimated": True, "targets": rows}))
+        return
+    typer.echo("| target | precision | MACs | MB moved | peak TOPS | GB/s | estimated ms | bound |")
+    typer.echo("|---|---|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        if r["latency_ms"] is None:
+            typer.echo(
+                f"| {r['target']} | {r['precision']} | no {r['precision']} peak in the profile |"
+            )
+            continue
+        typer.echo(
+            f"| {r['target']} | {r['precision']} | {r['macs']:,} | {r['bytes'] / 1e6:.3f} | "
+            f"{r['peak_tops']:g} | {r['bandwidth_gbs']:g} | {r['latency_ms']:.4f} | {r['bound']} |"
+        )
+
+
 def _build_engine(model: Path, target: str, out: Path | None, dla: bool) -> dict[str, Any]:
     from edgekd.export.tensorrt import build_engine
     from edgekd.targets import load_target
@@ -452,13 +607,37 @@ def build_engine_(
 
 @app.command()
 def report(run: Run) -> None:
-    """Rewrite report.md from RUN/report.json; the exit code follows the saved gates."""
+    """Rewrite report.md and report.html from RUN/report.json; the exit code follows the saved
+    gates."""
     from edgekd.report import regenerate
 
     saved = _guard(regenerate, run)
-    typer.echo(f"wrote {run / 'report.md'}", err=True)
+    typer.echo(f"wrote {run / 'report.md'} and {run / 'report.html'}", err=True)
     if not saved["gates"]["passed"]:
         _fail(GateFailed("; ".join(saved["gates"]["failed"])), GateFailed.exit_code)
+
+
+def _compare(runs: list[Path], html: Path | None, md: Path | None) -> str:
+    from edgekd.atomic import write_text
+    from edgekd.compare import load_runs, render_html, render_markdown, table
+
+    rows = table(runs, load_runs(runs))
+    markdown = render_markdown(rows)
+    if md is not None:
+        write_text(md, markdown)
+    if html is not None:
+        write_text(html, render_html(rows))
+    return markdown
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders with report.json.")],
+    html: Annotated[Path | None, typer.Option(help="Also write the table as HTML here.")] = None,
+    md: Annotated[Path | None, typer.Option(help="Also write the Markdown table here.")] = None,
+) -> None:
+    """Several runs (say, one per target) side by side: one Markdown table on stdout."""
+    typer.echo(_guard(_compare, runs, html, md), nl=False)
 
 
 @targets_app.command("list")

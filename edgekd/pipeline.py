@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 import tomllib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -63,11 +64,14 @@ from edgekd.quant.sensitivity import (
     score,
 )
 from edgekd.report import SCHEMA_VERSION, render_markdown
+from edgekd.report_html import render_html
+from edgekd.roofline import load_cost, roofline
 from edgekd.run import RunDir
-from edgekd.runners.latency import environment
+from edgekd.runners.latency import PERCENTILES, LatencyStats, environment
 from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.remote import SshSession, SshTarget
 from edgekd.targets import Target, load_target
-from edgekd.validate import accuracy, agreement, gate, run_model
+from edgekd.validate import accuracy, agreement, gate, per_class_accuracy, run_model
 
 PARITY_SAMPLES = 256
 # Fewest calibration images accepted. A per-tensor range found on fewer rests on a handful of
@@ -564,19 +568,50 @@ def export(ctx: Context) -> None:
     run.save_record("export", record)
 
 
-def validate(ctx: Context) -> dict[str, Any]:
-    """Accuracy, agreement and latency of the ONNX models; gates; report.json and report.md."""
+def _estimates(
+    sizing: dict[str, Any],
+    models: dict[str, Path],
+    latency: dict[str, LatencyStats],
+    target: Target,
+    on_device: bool,
+) -> dict[str, Any]:
+    """The sizing estimate, each artifact's roofline counted from its ONNX graph, and measured
+    p90 / roofline where the measurement was taken on the target (host targets, or --remote)."""
+    roofs = {name: roofline(load_cost(path), target) for name, path in models.items()}
+    out: dict[str, Any] = {
+        "latency_ms": sizing["estimate"]["latency_ms"],
+        "method": "roofline from the target's datasheet figures",
+        "roofline": roofs,
+    }
+    if target.family == "host" or on_device:
+        out["measured_over_roofline"] = {
+            name: latency[name].p90 / r["latency_ms"] for name, r in roofs.items() if r
+        }
+    return out
+
+
+def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
+    """Accuracy, agreement and latency of the ONNX models; gates; report.json and report.md.
+
+    ``remote``: measure on that device over SSH (the models and a runner are copied there).
+    """
     run, data, target, cfg = ctx.run, ctx.data, ctx.target, ctx.cfg
     models = {"teacher": run.teacher_onnx, "student_fp32": run.student_fp32_onnx}
     if ctx.scheme is not None:
         models["student_int8"] = run.student_int8_onnx
     run.need(*models.values())
     labels = data.val.y.numpy()
-    results = {name: run_model(path, data.val, target, name) for name, path in models.items()}
+    with SshSession(remote, [target.runtime]) if remote else nullcontext() as session:
+        results = {
+            name: run_model(path, data.val, target, name, session) for name, path in models.items()
+        }
+        env = session.fingerprint() if session else environment()
     acc = {name: accuracy(r.logits, labels) for name, r in results.items()}
     latency = {name: r.latency for name, r in results.items()}
     deployed = "student_int8" if "student_int8" in models else "student_fp32"
-    gates = gate(target, acc, latency, deployed, cfg.max_accuracy_drop, cfg.int8_must_pay)
+    gates = gate(
+        target, acc, latency, deployed, cfg.max_accuracy_drop, cfg.int8_must_pay, remote is not None
+    )
     lint = (run.record("export") or {}).get("tensorrt_lint")
     if lint is not None:
         gates.check(
@@ -595,6 +630,9 @@ def validate(ctx: Context) -> dict[str, Any]:
             "precision": target.precision,
             "quant_scheme": target.quant_scheme,
             "p90_budget_ms": target.budgets.p90_latency_ms,
+            "max_params": target.budgets.max_params,
+            "max_model_mb": target.budgets.max_model_mb,
+            "max_memory_mb": target.budgets.max_memory_mb,
         },
         "data": {
             "source": data.source,
@@ -623,10 +661,7 @@ def validate(ctx: Context) -> dict[str, Any]:
         "latency_ratio": {
             "student_fp32_vs_teacher": latency["student_fp32"].p90 / latency["teacher"].p90,
         },
-        "estimate": {
-            "latency_ms": sizing["estimate"]["latency_ms"],
-            "method": "roofline from the target's datasheet figures",
-        },
+        "estimate": _estimates(sizing, models, latency, target, remote is not None),
         "export": run.record("export"),
         "training": {
             "distill": (run.record("distill") or {}).get("history"),
@@ -634,17 +669,32 @@ def validate(ctx: Context) -> dict[str, Any]:
         },
         "quantization": {k: v for k, v in (run.record("quantize") or {}).items() if k != "history"},
         "gates": gates.to_dict(),
-        "environment": environment(),
+        "environment": env,
     }
     if "student_int8" in latency:
         report["latency_ratio"]["student_int8_vs_fp32"] = (
             latency["student_int8"].p90 / latency["student_fp32"].p90
         )
+    report["per_class_accuracy"] = {
+        "classes": list(data.classes),
+        **{
+            name: per_class_accuracy(r.logits, labels, data.num_classes)
+            for name, r in results.items()
+        },
+    }
+    report["latency_quantiles"] = {
+        "percentiles": list(PERCENTILES),
+        "ms": {
+            name: [round(q, 5) for q in s.quantiles] for name, s in latency.items() if s.quantiles
+        },
+    }
+    report["config"] = cfg.to_dict()
     drift = saved_drift(run)  # from `edgekd diff`, when it describes the current INT8 model
     if drift is not None:
         report["drift"] = drift
     write_json(run.report_json, report)
     write_text(run.report_md, render_markdown(report))
+    write_text(run.report_html, render_html(report))
     return report
 
 
@@ -658,8 +708,9 @@ def _stage_worker(stage: str, root: str) -> None:
     STAGES[stage](Context(run.config(), run))
 
 
-def run_in(ctx: Context, stage: str) -> dict[str, Any] | None:
-    """Run ``stage``; training stages in ``--nproc`` processes when asked (and not under torchrun)."""
+def run_in(ctx: Context, stage: str, **options: Any) -> dict[str, Any] | None:
+    """Run ``stage`` (with ``options``, e.g. validate's ``remote``); training stages in ``--nproc``
+    processes when asked (and not under torchrun)."""
     if stage in TRAINING and ctx.cfg.nproc > 1 and not dist.is_initialized():
         if stage == "distill" or ctx.scheme is not None:
             # fill the teacher cache once, here, rather than in every process at the same time
@@ -667,7 +718,7 @@ def run_in(ctx: Context, stage: str) -> dict[str, Any] | None:
             log(f"{stage}: {ctx.cfg.nproc} processes ({backend()})")
             spawn(ctx.cfg.nproc, _stage_worker, stage, str(ctx.run.root))
         return None
-    return STAGES[stage](ctx)
+    return STAGES[stage](ctx, **options)
 
 
 def stage_done(ctx: Context, stage: str) -> bool:
@@ -714,19 +765,20 @@ def compress(cfg: CompressConfig, out: str | Path, resume: bool = False) -> dict
 
 
 def run_stage(
-    stage: str, out: str | Path, changes: dict[str, Any] | None = None
+    stage: str, out: str | Path, changes: dict[str, Any] | None = None, **options: Any
 ) -> dict[str, Any] | None:
     """Run one stage on an existing run folder, with the config saved there.
 
     ``changes`` (config fields, e.g. ``{"qat_epochs": 0, "calibrator": "entropy"}``: PTQ with the
     entropy calibrator) are checked, then saved into the run's config before the stage runs, so
-    that later stages, the manifest and the report see what was done.
+    that later stages, the manifest and the report see what was done. ``options`` go to the
+    stage (validate's ``remote``).
     """
     run = RunDir(out)
     ctx = Context(run.config(), run)
     if changes:
         ctx = _changed(ctx, stage, changes)
-    result = run_in(ctx, stage)
+    result = run_in(ctx, stage, **options)
     run.write_manifest()
     return result
 
@@ -739,7 +791,7 @@ def _changed(ctx: Context, stage: str, changes: dict[str, Any]) -> Context:
     if stage == "quantize" and new.scheme is not None:
         run.need(run.student_pt)
         new.calibration_inputs()
-    write_json(run.config_json, cfg.to_dict())
+    run.save_config(cfg)
     said = ", ".join(f"{k}={v!r}" for k, v in changes.items())
     log(f"{stage}: run config changed ({said}); later stages follow it")
     return new

@@ -1,4 +1,4 @@
-"""report.json for machines and report.md for pull requests."""
+"""report.json for machines and report.md for pull requests (report.html: ``report_html``)."""
 
 from __future__ import annotations
 
@@ -81,6 +81,22 @@ def _quantization_lines(q: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _roofline_lines(report: dict[str, Any]) -> list[str]:
+    """The deployed student's roofline estimate, and measured / estimate where measured on the
+    target."""
+    est = report["estimate"]
+    name = "student_int8" if "student_int8" in report["latency_ms"] else "student_fp32"
+    roof = est.get("roofline", {}).get(name)
+    if not roof:
+        return []
+    line = (
+        f"Roofline estimate for {name} on `{report['target']['name']}` (datasheet peak, "
+        f"{roof['precision']}, {roof['bound']}-bound): {roof['latency_ms']:.4f} ms"
+    )
+    ratio = est.get("measured_over_roofline", {}).get(name)
+    return [line + (f"; measured p90 is {ratio:.1f}× that." if ratio else ".")]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A short Markdown summary: the verdict, one table, and how latency was measured."""
     gates = report["gates"]
@@ -115,10 +131,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Latency: batch 1, single stream, {min(n)}+ timed queries after warm-up; {'; '.join(sorted(where))}.",
         f"Accuracy on {report['data']['val_samples']:,} validation samples ({report['data']['source']}).",
+        environment_line(report.get("environment") or {}),
     ]
     ratio = report.get("latency_ratio", {}).get("student_int8_vs_fp32")
     if ratio is not None:
         lines.append(f"INT8 / fp32 p90 latency: {ratio:.2f}×.")
+    lines += _roofline_lines(report)
     if report.get("quantization"):
         lines += _quantization_lines(report["quantization"])
     if "drift" in report:
@@ -126,20 +144,43 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def regenerate(run_dir: str | Path) -> dict[str, Any]:
-    """Rewrite ``report.md`` from a run folder's ``report.json``; return the report."""
+def load_report(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's ``report.json``, checked to be one this edgekd reads; else BadInput."""
     path = Path(run_dir) / "report.json"
     if not path.is_file():
         raise BadInput(f"{path} is missing; run edgekd compress or validate first")
     try:
         report = json.loads(path.read_text())
-        version = report.get("schema_version") if isinstance(report, dict) else None
-        if version != SCHEMA_VERSION:
-            raise BadInput(
-                f"{path}: schema_version {version!r}, this edgekd reads {SCHEMA_VERSION}"
-            )
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BadInput(f"{path}: not a readable edgekd report ({type(e).__name__}: {e})") from None
+    version = report.get("schema_version") if isinstance(report, dict) else None
+    if version != SCHEMA_VERSION:
+        raise BadInput(f"{path}: schema_version {version!r}, this edgekd reads {SCHEMA_VERSION}")
+    return report
+
+
+def environment_line(env: dict[str, Any]) -> str:
+    """One line of the machine that measured: where, CPU, GPU, runtimes, Jetson power mode."""
+    parts = [env.get("cpu"), env.get("gpu")]
+    parts += [f"{k} {env[k]}" for k in ("onnxruntime", "tensorrt") if env.get(k)]
+    jetson = env.get("jetson") or {}
+    parts += [jetson.get("board"), jetson.get("l4t"), jetson.get("power_mode")]
+    return (
+        f"Measured on: {env.get('where', 'local')}: " + ", ".join(str(p) for p in parts if p) + "."
+    )
+
+
+def regenerate(run_dir: str | Path) -> dict[str, Any]:
+    """Rewrite ``report.md`` and ``report.html`` from a run folder's ``report.json``; return it."""
+    from edgekd.report_html import render_html
+
+    report = load_report(run_dir)
+    path = Path(run_dir) / "report.json"
+    try:
         markdown = render_markdown(report)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        html = render_html(report)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise BadInput(f"{path}: not a readable edgekd report ({type(e).__name__}: {e})") from None
     write_text(path.parent / "report.md", markdown)
+    write_text(path.parent / "report.html", html)
     return report

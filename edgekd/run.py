@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import __version__
-from edgekd.atomic import sha256, write_json
+from edgekd.atomic import sha256, write_json, write_text
 from edgekd.config import CompressConfig, read_config
+from edgekd.config_file import config_toml
 from edgekd.errors import BadInput
 
 ARTIFACTS = (
     "config.json",
+    "config.toml",
     "student.pt",
     "student_qat.pt",
     "teacher.onnx",
@@ -22,6 +24,7 @@ ARTIFACTS = (
     "student_int8.ort",
     "report.json",
     "report.md",
+    "report.html",
 )
 
 
@@ -32,6 +35,7 @@ class RunDir:
         self.root = Path(root)
         self.logs = self.root / "logs"
         self.config_json = self.root / "config.json"
+        self.config_toml = self.root / "config.toml"  # the same, to replay with --config
         self.student_pt = self.root / "student.pt"
         self.student_qat_pt = self.root / "student_qat.pt"
         self.objective_pt = self.logs / "objective.pt"  # trained adapters of feature losses
@@ -41,6 +45,7 @@ class RunDir:
         self.student_int8_ort = self.root / "student_int8.ort"
         self.report_json = self.root / "report.json"
         self.report_md = self.root / "report.md"
+        self.report_html = self.root / "report.html"
 
     def exists(self) -> bool:
         return self.config_json.exists()
@@ -84,7 +89,12 @@ class RunDir:
                 )
             return
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.save_config(cfg)
+
+    def save_config(self, cfg: CompressConfig) -> None:
+        """config.json (read by the stages) and config.toml (``compress --config`` replays it)."""
         write_json(self.config_json, cfg.to_dict())
+        write_text(self.config_toml, config_toml(cfg))
 
     def write_manifest(self) -> dict[str, Any]:
         """manifest.json: resolved config, versions and the sha256 of every artifact present."""

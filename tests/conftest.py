@@ -138,3 +138,34 @@ def digits_options(digits_npz: Path, digits_teacher: tuple[Path, Path], fast_tar
         # Q/DQ overhead dominates); test_pipeline checks the gate itself
         "int8_must_pay": False,
     }
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory, digits_options) -> Path:
+    """A short compress on digits for the fast host target (INT8); shared, do not modify."""
+    from edgekd.config import CompressConfig
+    from edgekd.pipeline import compress
+
+    cfg = CompressConfig(**digits_options, epochs=1, qat_epochs=1, max_accuracy_drop=100.0)
+    out = tmp_path_factory.mktemp("report") / "digits"
+    compress(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fp16_run(tmp_path_factory, digits_options) -> Path:
+    """The FP16-only Jetson Nano, its latency method shortened: no INT8 model; shared, do not
+    modify."""
+    from edgekd.config import CompressConfig
+    from edgekd.pipeline import compress
+
+    root = tmp_path_factory.mktemp("report-nano")
+    text = (Path(__file__).parents[1] / "targets" / "jetson-nano.toml").read_text()
+    target = root / "jetson-nano.toml"
+    target.write_text(
+        text.split("[latency]")[0]
+        + "[latency]\nwarmup = 2\nmin_queries = 64\nmin_duration_s = 0.01\nthreads = 1\n"
+    )
+    options = {**digits_options, "target": str(target)}
+    compress(CompressConfig(**options, epochs=1, max_accuracy_drop=100.0), root / "nano")
+    return root / "nano"
