@@ -137,10 +137,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     if ratio is not None:
         lines.append(f"INT8 / fp32 p90 latency: {ratio:.2f}×.")
     lines += _roofline_lines(report)
+    details = []  # folded, so that a pull-request comment shows the verdict and the table
     if report.get("quantization"):
-        lines += _quantization_lines(report["quantization"])
+        details += _quantization_lines(report["quantization"])
     if "drift" in report:
-        lines += _drift_lines(report["drift"])
+        details += _drift_lines(report["drift"])
+    if details:
+        lines += [
+            "",
+            "<details><summary>Quantization details</summary>",
+            *details,
+            "",
+            "</details>",
+        ]
     return "\n".join(lines) + "\n"
 
 

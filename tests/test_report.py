@@ -194,3 +194,13 @@ def test_markdown_says_what_the_json_says(which: str, request) -> None:
     n = min(lat["n"] for lat in report["latency_ms"].values())
     assert re.search(rf"\b{n}\+ timed queries", md)
     assert f"{report['data']['val_samples']:,} validation samples" in md
+
+
+def test_markdown_is_short_enough_for_a_pull_request_comment(digits_run: Path) -> None:
+    """The verdict and one table in view; the quantization details folded below them."""
+    md = (digits_run / "report.md").read_text()
+    shown, folded = md.split("<details><summary>Quantization details</summary>")
+    assert shown.count("\n|---") == 1  # one table: the models
+    assert "### Quantization" not in shown and "### Quantization" in folded
+    assert folded.rstrip().endswith("</details>")
+    assert len(shown.splitlines()) <= 20
