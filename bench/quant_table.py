@@ -15,7 +15,11 @@ delete a row's folder under --out to rebuild it.
 
 Usage: python bench/quant_table.py [--target host-cpu] [--student SPEC] [--epochs 4]
                                    [--qat-epochs 1] [--rounds 3] [--ptq-only] [--out DIR]
-                                   [--threads 2]
+                                   [--threads 2] [--weight-bits 7|8]
+
+``--weight-bits`` (default: edgekd's choice for the target on this machine, 7 on an x86-64 CPU
+without VNNI) applies to the edgekd rows and, as ``reduce_range``, to ONNX Runtime's rows; the
+INT8 rows of each setting go in their own folders, next to one shared float student.
 
 With ``--target`` of another scheme (e.g. a Jetson: tensorrt), the INT8 models are that scheme's,
 still run by ONNX Runtime on this CPU: accuracy is that of the scheme's arithmetic; latency then
@@ -45,6 +49,7 @@ from edgekd.config import EXAMPLE_MEAN, EXAMPLE_STD, EXAMPLE_TEACHER, CompressCo
 from edgekd.pipeline import Context, open_run, run_in, run_stage
 from edgekd.quant.calibrators import CALIBRATORS
 from edgekd.run import RunDir
+from edgekd.runners.device_runner import x86_int8_dot
 from edgekd.runners.onnxruntime import OrtRunner
 from edgekd.validate import accuracy, agreement
 
@@ -78,13 +83,13 @@ def edgekd_row(base: Path, out: Path, **changes) -> Path:
     return out / "student_int8.onnx"
 
 
-def ort_row(fp32: Path, out: Path, method: str, calib: np.ndarray) -> Path:
+def ort_row(fp32: Path, out: Path, method: str, calib: np.ndarray, bits: int) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"ort_{method.lower()}.onnx"
     quantize_static(
         str(fp32), str(path), _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=ORT_METHODS[method],
+        calibrate_method=ORT_METHODS[method], reduce_range=bits == 7,
     )  # fmt: skip
     return path
 
@@ -128,6 +133,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads for training")
     p.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds")
     p.add_argument("--ptq-only", action="store_true", help="skip the QAT rows")
+    p.add_argument("--weight-bits", type=int, choices=(7, 8), default=None,
+                   help="default: edgekd's choice for the target on this machine")  # fmt: skip
     p.add_argument("--student", default=None, help="default: edgekd's sizing rule for the target")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -146,6 +153,8 @@ def main() -> None:
         run_stage("quantize", base)
         run_stage("export", base)
     ctx = Context(RunDir(base).config(), RunDir(base))
+    bits = args.weight_bits or cfg.resolved().weight_bits
+    rows_dir = args.out / f"w{bits}"
     calib = ctx.calibration_inputs().numpy()
     x, labels = ctx.data.val.x.numpy(), ctx.data.val.y.numpy()
     with OrtRunner(base / "teacher.onnx", threads=0) as r:
@@ -154,18 +163,18 @@ def main() -> None:
     models: dict[str, Path] = {"fp32": base / "student_fp32.onnx"}
     for method in ORT_METHODS:
         models[f"ORT quantize_static {method}"] = ort_row(
-            models["fp32"], args.out / "ort", method, calib
+            models["fp32"], rows_dir / "ort", method, calib, bits
         )
     for name in CALIBRATORS:
         models[f"edgekd PTQ {name}"] = edgekd_row(
-            base, args.out / f"ptq-{name}", calibrator=name, qat_epochs=0
+            base, rows_dir / f"ptq-{name}", calibrator=name, qat_epochs=0, weight_bits=bits
         )
     if not args.ptq_only:
-        qat = {"qat_epochs": args.qat_epochs}
-        models["edgekd QAT"] = edgekd_row(base, args.out / "qat", loss="ce", **qat)
-        models["edgekd QAT + kd"] = edgekd_row(base, args.out / "qat-kd", loss="kd", **qat)
+        qat = {"qat_epochs": args.qat_epochs, "weight_bits": bits}
+        models["edgekd QAT"] = edgekd_row(base, rows_dir / "qat", loss="ce", **qat)
+        models["edgekd QAT + kd"] = edgekd_row(base, rows_dir / "qat-kd", loss="kd", **qat)
         models["edgekd QAT + kd + keep-float auto"] = edgekd_row(
-            base, args.out / "qat-kd-keep", loss="kd", keep_float="auto", **qat
+            base, rows_dir / "qat-kd-keep", loss="kd", keep_float="auto", **qat
         )
 
     lat = latencies(models, ctx, args.rounds)
@@ -184,14 +193,15 @@ def main() -> None:
         )
     lines.append(
         f"\nlatency: {rows['fp32']['where']}, batch 1, p90 of >= 1024 queries and >= 5 s, "
-        f"median of {args.rounds} interleaved rounds"
+        f"median of {args.rounds} interleaved rounds; int8 weights in {bits} bits "
+        f"(this CPU's int8 dot product: {x86_int8_dot() or 'not x86-64'})"
     )
     if not args.ptq_only:
-        keep = json.loads((args.out / "qat-kd-keep" / "logs" / "quantize.json").read_text())
+        keep = json.loads((rows_dir / "qat-kd-keep" / "logs" / "quantize.json").read_text())
         lines.append(f"keep-float auto kept: {keep['keep_float']['layers'] or 'none'}")
     md = "\n".join(lines)
-    (args.out / "table.md").write_text(md + "\n")
-    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+    (rows_dir / "table.md").write_text(md + "\n")
+    (rows_dir / "results.json").write_text(json.dumps(rows, indent=1))
     print(md)
 
 

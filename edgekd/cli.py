@@ -195,6 +195,15 @@ CalibratorName = Annotated[
     ),
 ]
 
+WeightBits = Annotated[
+    int | None,
+    typer.Option(
+        "--weight-bits",
+        help="Bits of the int8 weights: 8, or 7 where ONNX Runtime's u8s8 kernels saturate "
+        "(default: 7 for host-cpu on an x86-64 CPU without VNNI, else 8).",
+    ),
+]
+
 
 @app.command()
 def compress(
@@ -220,6 +229,7 @@ def compress(
     ] = None,
     ptq: Ptq = False,
     calibrator: CalibratorName = None,
+    weight_bits: WeightBits = None,
     calib_samples: Annotated[
         int | None, typer.Option(help="Random training images to calibrate on (default 512).")
     ] = None,
@@ -323,12 +333,15 @@ def _stage(stage: str, run: Path, changes: dict[str, Any] | None = None, **optio
 
 
 @app.command()
-def quantize(run: Run, ptq: Ptq = False, calibrator: CalibratorName = None) -> None:
+def quantize(
+    run: Run, ptq: Ptq = False, calibrator: CalibratorName = None, weight_bits: WeightBits = None
+) -> None:
     """Calibrate and fine-tune the distilled student quantization-aware (student_qat.pt).
 
-    --ptq and --calibrator change the run's saved config, for this stage and the later ones.
+    --ptq, --calibrator and --weight-bits change the run's saved config, for this stage and the
+    later ones.
     """
-    _stage("quantize", run, _guard(quantize_changes, ptq, calibrator))
+    _stage("quantize", run, _guard(quantize_changes, ptq, calibrator, weight_bits=weight_bits))
 
 
 @app.command("export")

@@ -55,6 +55,7 @@ class CompressConfig:
     min_compression: float = 8.0
     max_accuracy_drop: float = 1.0  # points of top-1 accuracy vs the teacher
     keep_float: str | None = None  # "N" most sensitive layers, or "auto"; None = all INT8
+    weight_bits: int | None = None  # 8, or 7 against u8s8 saturation; None: the target's default
     int8_must_pay: bool = True  # gate: INT8 slower than its float twin fails validation
     device: str = "auto"
     seed: int = 0
@@ -113,6 +114,14 @@ class CompressConfig:
             from edgekd.quant.sensitivity import parse_keep_float
 
             parse_keep_float(cfg.keep_float)
+        if cfg.weight_bits is None:
+            from edgekd.quant.weight_bits import default_weight_bits
+            from edgekd.targets import load_target
+
+            cfg = replace(cfg, weight_bits=default_weight_bits(load_target(cfg.target))[0])
+        from edgekd.quant.weight_bits import weight_qmax
+
+        weight_qmax(cfg.weight_bits)
         for name in ("lr", "temperature", "min_compression", "max_accuracy_drop"):
             if getattr(cfg, name) < 0 or (name != "max_accuracy_drop" and getattr(cfg, name) == 0):
                 raise BadInput(f"--{name.replace('_', '-')} must be positive")
@@ -120,14 +129,20 @@ class CompressConfig:
 
 
 def quantize_changes(
-    ptq: bool = False, calibrator: str | None = None, qat_epochs: int | None = None
+    ptq: bool = False,
+    calibrator: str | None = None,
+    qat_epochs: int | None = None,
+    weight_bits: int | None = None,
 ) -> dict[str, Any]:
-    """Config fields for ``--ptq`` (calibration only: no QAT epochs) and ``--calibrator``."""
+    """Config fields for ``--ptq`` (calibration only: no QAT epochs), ``--calibrator`` and
+    ``--weight-bits``."""
     if ptq and qat_epochs:
         raise BadInput(f"--ptq runs no QAT epochs; drop --qat-epochs {qat_epochs}")
     changes: dict[str, Any] = {"qat_epochs": 0} if ptq else {}
     if calibrator is not None:
         changes["calibrator"] = calibrator
+    if weight_bits is not None:
+        changes["weight_bits"] = weight_bits
     return changes
 
 

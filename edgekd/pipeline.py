@@ -6,7 +6,7 @@ import hashlib
 import time
 import tomllib
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ from edgekd.quant.sensitivity import (
     parse_keep_float,
     score,
 )
+from edgekd.quant.weight_bits import default_weight_bits, weight_qmax
 from edgekd.report import SCHEMA_VERSION, render_markdown
 from edgekd.report_html import render_html
 from edgekd.roofline import load_cost, roofline
@@ -74,6 +75,7 @@ from edgekd.targets import Target, load_target
 from edgekd.validate import accuracy, agreement, gate, per_class_accuracy, run_model
 
 PARITY_SAMPLES = 256
+PARITY_AGREEMENT = 0.98  # below this top-1 agreement with the fake-quant student, export warns
 # Fewest calibration images accepted. A per-tensor range found on fewer rests on a handful of
 # images (layers near the output see only a few values per image), so one atypical image sets the
 # scale; TensorRT and ONNX Runtime suggest hundreds (the default is 512). 32 is a floor that
@@ -185,8 +187,12 @@ class Context:
 
     @property
     def scheme(self) -> QuantScheme | None:
+        """The target's scheme, its weights in the run's bits (runs from before weight_bits
+        existed used 8)."""
         name = self.target.quant_scheme
-        return None if name == "none" else get_scheme(name)
+        if name == "none":
+            return None
+        return replace(get_scheme(name), weight_qmax=weight_qmax(self.cfg.weight_bits or 8))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -443,6 +449,15 @@ def _probe(ctx: Context) -> Probe:
     return Probe(ctx.calibration_inputs(), train.x[idx], train.y[idx], logits)
 
 
+def _weight_bits(ctx: Context) -> dict[str, Any]:
+    """The run's weight bits, and why: the target's default here, or the config's choice."""
+    bits = ctx.cfg.weight_bits or 8
+    default, why = default_weight_bits(ctx.target)
+    if bits != default:
+        why = f"set in the run config (this machine's default is {default}: {why})"
+    return {"bits": bits, "range": [-weight_qmax(bits), weight_qmax(bits)], "why": why}
+
+
 def quantize(ctx: Context) -> None:
     """Fold BN, calibrate, fine-tune quantization-aware with the same losses → student_qat.pt."""
     cfg, scheme = ctx.cfg, ctx.scheme
@@ -472,6 +487,7 @@ def quantize(ctx: Context) -> None:
     record: dict[str, Any] = {
         "scheme": scheme.name,
         "scheme_description": scheme.description,
+        "weight_bits": _weight_bits(ctx),
         "ptq": cfg.qat_epochs == 0,  # calibration only, no quantization-aware epochs
         "calibration": {
             "samples": len(probe.calib),
@@ -561,10 +577,17 @@ def export(ctx: Context) -> None:
             record["tensorrt_lint"] = [str(v) for v in violations]
             for v in violations:
                 log(f"export: TensorRT Q/DQ lint: {v}")
+        parity = record["student_int8"]
         log(
             f"export: INT8 ONNX Runtime vs PyTorch fake-quant max |diff| "
-            f"{record['student_int8']['max_abs_diff']:.2e} on {len(x)} samples"
+            f"{parity['max_abs_diff']:.2e} on {len(x)} samples"
         )
+        if parity["top1_agreement"] < PARITY_AGREEMENT:
+            hint = "; --weight-bits 7 avoids it" if ctx.scheme.weight_qmax > 63 else ""
+            log(f"export: warning: ONNX Runtime picks the fake-quant student's class on only "
+                f"{100 * parity['top1_agreement']:.1f} % of samples: its integer kernels do not "
+                f"compute what QAT simulated (on an x86-64 CPU without VNNI, u8s8 saturation"
+                f"{hint}); `edgekd diff RUN` finds the layer")  # fmt: skip
     run.save_record("export", record)
 
 

@@ -66,6 +66,10 @@ def _quantization_lines(q: dict[str, Any]) -> list[str]:
     if "calibration" in q:
         cal = q["calibration"]
         lines[-1] += f" Calibration: {cal.get('method', 'max')} on {cal['samples']} samples."
+    if "weight_bits" in q:
+        w = q["weight_bits"]
+        lo, hi = w["range"]
+        lines.append(f"Weights: int8 per channel in [{lo}, {hi}] ({w['bits']} bits): {w['why']}.")
 
     keep = q.get("keep_float", {})
     if keep.get("layers"):

@@ -448,6 +448,11 @@ def _quantization(page: Page) -> None:
             ],
             [_label("calibration seconds"), page.td("s", "quantization", "calibration", "seconds")],
         ]
+    if "weight_bits" in q:
+        rows += [
+            [_label("weight bits"), page.td("int", "quantization", "weight_bits", "bits")],
+            [_label("weight bits, why"), page.td("text", "quantization", "weight_bits", "why")],
+        ]
     for i, _ in enumerate(q.get("keep_float", {}).get("layers", [])):
         rows.append(
             [_label("kept in float"), page.td("text", "quantization", "keep_float", "layers", i)]

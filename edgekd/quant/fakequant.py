@@ -79,14 +79,16 @@ class ActFakeQuant(nn.Module):
 
 
 class WeightFakeQuant(nn.Module):
-    """Per-output-channel symmetric int8 weight fake-quant, used as a parametrization.
+    """Per-output-channel symmetric int8 weight fake-quant in [-qmax, qmax], used as a
+    parametrization.
 
     The scale follows the weights during training; ``freeze`` stores it in a buffer so that the
     ONNX exporter sees constants and emits plain QuantizeLinear/DequantizeLinear.
     """
 
-    def __init__(self, out_channels: int):
+    def __init__(self, out_channels: int, qmax: int = 127):
         super().__init__()
+        self.qmax = qmax
         self.register_buffer("scale", torch.ones(out_channels))
         self.register_buffer("zero_point", torch.zeros(out_channels, dtype=torch.int32))
         self.frozen = False
@@ -94,9 +96,9 @@ class WeightFakeQuant(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.frozen:
             amax = w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-8)
-            self.scale.copy_(amax / 127.0)
-        # [-128, 127] is the range the ONNX exporter accepts; |w| / scale <= 127 by construction,
-        # so the weights land in [-127, 127] as TensorRT requires.
+            self.scale.copy_(amax / self.qmax)
+        # [-128, 127] is the range the ONNX exporter accepts; |w| / scale <= qmax by construction,
+        # so the weights land in [-qmax, qmax] (TensorRT requires qmax <= 127).
         return torch.fake_quantize_per_channel_affine(w, self.scale, self.zero_point, 0, -128, 127)
 
     def freeze(self) -> None:

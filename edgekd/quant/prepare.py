@@ -145,7 +145,9 @@ def prepare_qat(
         mod = _module(gm, node)
         if not isinstance(mod, _QUANTIZABLE) or node.target in keep_float:
             continue
-        parametrize.register_parametrization(mod, "weight", WeightFakeQuant(mod.weight.shape[0]))
+        parametrize.register_parametrization(
+            mod, "weight", WeightFakeQuant(mod.weight.shape[0], scheme.weight_qmax)
+        )
         src = node.args[0]
         if src in quantized:
             node.replace_input_with(src, quantized[src])

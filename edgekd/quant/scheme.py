@@ -11,7 +11,9 @@ from edgekd.errors import BadInput
 class QuantScheme:
     """Where Q/DQ pairs go and which integer types they use.
 
-    Weights are always int8, symmetric (zero point 0), per output channel, in [-127, 127].
+    Weights are int8, symmetric (zero point 0), per output channel, in [-weight_qmax,
+    weight_qmax]: 127, or 63 where the runtime's kernels would saturate
+    (:mod:`edgekd.quant.weight_bits`).
     """
 
     name: str
@@ -22,6 +24,7 @@ class QuantScheme:
     calibrator: str  # default activation calibrator (edgekd.quant.calibrators)
     quantize_every_op: bool = False  # Q/DQ after every op (pooling, adds...), not just Conv/Gemm
     static_shapes: bool = False  # export with a fixed batch of 1 (no dynamic axes)
+    weight_qmax: int = 127
 
     @property
     def act_range(self) -> tuple[int, int]:

@@ -127,6 +127,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# x86 extensions with int8 dot products into int32 lanes, the best first.
+INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+
+
+def x86_int8_dot(cpuinfo: str | None = None) -> str | None:
+    """On x86-64, the CPU's int8 dot-product extension (``"avx512_vnni"``...), or ``"none"``:
+    ONNX Runtime's u8s8 kernels then use vpmaddubsw, whose int16 pair sums saturate. None on
+    other machines, or where the CPU's flags cannot be read."""
+    if cpuinfo is None:
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            return None
+        cpuinfo = _read("/proc/cpuinfo")
+    line = next((ln for ln in (cpuinfo or "").splitlines() if ln.startswith("flags")), None)
+    if line is None:
+        return None
+    flags = set(line.split(":", 1)[1].split())
+    return next((f for f in INT8_DOT_FLAGS if f in flags), "none")
+
+
 def clocks() -> dict[str, Any]:
     """CPU and devfreq (GPU, DLA on Jetson) clocks in Hz where the OS shows them."""
     out: dict[str, Any] = {}
@@ -195,7 +214,12 @@ def fingerprint() -> dict[str, Any]:
         version = module_version(module)
         if version:
             env[module] = version
-    optional = {"gpu": gpu_model(), "jetson": jetson(), "clocks": clocks()}
+    optional = {
+        "int8_dot": x86_int8_dot(),
+        "gpu": gpu_model(),
+        "jetson": jetson(),
+        "clocks": clocks(),
+    }
     env.update({k: v for k, v in optional.items() if v})
     return env
 
