@@ -625,8 +625,10 @@ def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
     run.need(*models.values())
     labels = data.val.y.numpy()
     with SshSession(remote, [target.runtime]) if remote else nullcontext() as session:
+        keep = run.root / "engines" if session else None  # engines the device builds
         results = {
-            name: run_model(path, data.val, target, name, session) for name, path in models.items()
+            name: run_model(path, data.val, target, name, session, keep)
+            for name, path in models.items()
         }
         env = session.fingerprint() if session else environment()
     acc = {name: accuracy(r.logits, labels) for name, r in results.items()}
@@ -705,6 +707,9 @@ def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
             for name, r in results.items()
         },
     }
+    engines = {name: r.engine for name, r in results.items() if r.engine}
+    if engines:
+        report["engines"] = engines
     report["latency_quantiles"] = {
         "percentiles": list(PERCENTILES),
         "ms": {

@@ -101,6 +101,24 @@ def _roofline_lines(report: dict[str, Any]) -> list[str]:
     return [line + (f"; measured p90 is {ratio:.1f}× that." if ratio else ".")]
 
 
+def _engine_lines(report: dict[str, Any]) -> list[str]:
+    """One line per TensorRT engine the device built: version, build time, INT8 coverage."""
+    lines = []
+    for name, engine in report.get("engines", {}).items():
+        cov = engine["int8_coverage"]
+        share = (
+            f"{cov['int8_layers']} of {cov['compute_layers']} compute layers INT8 "
+            f"({100 * cov['coverage']:.1f} %)"
+            if cov["coverage"] is not None
+            else "INT8 coverage unknown (no detailed layer information)"
+        )
+        lines.append(
+            f"TensorRT engine for {name}, built on the device: TensorRT {engine['tensorrt']}, "
+            f"{engine['build_seconds']:.1f} s, {share}."
+        )
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A short Markdown summary: the verdict, one table, and how latency was measured."""
     gates = report["gates"]
@@ -141,6 +159,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if ratio is not None:
         lines.append(f"INT8 / fp32 p90 latency: {ratio:.2f}×.")
     lines += _roofline_lines(report)
+    lines += _engine_lines(report)
     details = []  # folded, so that a pull-request comment shows the verdict and the table
     if report.get("quantization"):
         details += _quantization_lines(report["quantization"])

@@ -510,6 +510,26 @@ def _drift(page: Page) -> None:
     )
 
 
+def _engines(page: Page) -> None:
+    engines = page.report.get("engines")
+    if not engines:
+        return
+    page.add("<h2>TensorRT engines built on the device</h2>")
+    rows = [
+        [
+            _text(name),
+            page.td("text", "engines", name, "tensorrt"),
+            page.td("s", "engines", name, "build_seconds"),
+            page.td("int", "engines", name, "int8_coverage", "compute_layers"),
+            page.td("int", "engines", name, "int8_coverage", "int8_layers"),
+            page.td("pct", "engines", name, "int8_coverage", "coverage"),
+        ]
+        for name in engines
+    ]
+    header = ["model", "TensorRT", "build s", "compute layers", "INT8 layers", "INT8 coverage"]
+    page.table(header, rows)
+
+
 def _provenance(page: Page) -> None:
     r = page.report
     page.add("<h2>How this was measured</h2>")
@@ -549,6 +569,7 @@ def render_html(report: dict[str, Any]) -> str:
     _sizing(page)
     _quantization(page)
     _drift(page)
+    _engines(page)
     _provenance(page)
     title = f"edgekd: {report['student']['label']} for {report['target']['name']}"
     return (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,26 +37,35 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass
 class ModelResult:
-    """One ONNX model's predictions and latency."""
+    """One ONNX model's predictions and latency; the engine the device built, TensorRT only."""
 
     logits: np.ndarray
     latency: LatencyStats
+    engine: dict[str, Any] | None = None
 
 
-def make_runner(path: Path, target: Target, session: SshSession | None = None) -> Runner:
-    """The runner ``target`` asks for: on the device behind ``session``, else ONNX Runtime here."""
+def make_runner(
+    path: Path, target: Target, session: SshSession | None = None, keep_dir: Path | None = None
+) -> Runner:
+    """The runner ``target`` asks for: on the device behind ``session`` (an engine it builds is
+    kept in ``keep_dir``), else ONNX Runtime here."""
     if session is not None:
-        return remote_runner(path, target, session)
+        return remote_runner(path, target, session, keep_dir)
     return OrtRunner(path, target.execution_providers, threads=target.latency.threads)
 
 
 def run_model(
-    path: Path, val: Split, target: Target, label: str, session: SshSession | None = None
+    path: Path,
+    val: Split,
+    target: Target,
+    label: str,
+    session: SshSession | None = None,
+    keep_dir: Path | None = None,
 ) -> ModelResult:
     """Predict the validation split and time single queries with the target's latency method;
     on the device behind ``session`` when given, else here with ONNX Runtime."""
     method = target.latency
-    with make_runner(path, target, session) as runner:
+    with make_runner(path, target, session, keep_dir) as runner:
         logits = runner.predict(val.x.numpy())
         sample = val.x[: method.batch].numpy()
         stats = runner.time(
@@ -67,7 +77,7 @@ def run_model(
         )
     if target.family != "host" and session is None:
         stats = replace(stats, where=f"{stats.where} (this host, not {target.name})")
-    return ModelResult(logits, stats)
+    return ModelResult(logits, stats, getattr(runner, "engine", None))
 
 
 @dataclass

@@ -9,15 +9,14 @@ from __future__ import annotations
 import ast
 import getpass
 import json
-import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+from loopback_sshd import SSHD, Sshd, free_port, keygen
 from typer.testing import CliRunner
 
 from edgekd.cli import app
@@ -26,8 +25,6 @@ from edgekd.pipeline import compress, run_stage
 from edgekd.runners import device_runner
 from edgekd.runners.remote import SshSession, SshTarget
 
-SSHD = Path("/usr/sbin/sshd")
-START_TIMEOUT_S = 30  # sshd prints "Server listening" within a second; generous for busy CI
 pytestmark = [
     pytest.mark.skipif(
         not SSHD.is_file() or shutil.which("ssh") is None or shutil.which("scp") is None,
@@ -37,84 +34,12 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: Path) -> str:
-    """A new ed25519 key pair at ``path``; the public key line."""
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgekd-test", "-f", str(path)],
-        check=True,
-    )
-    return path.with_suffix(".pub").read_text().strip()
-
-
-class Sshd:
-    """A foreground sshd on a free loopback port, accepting ``client_key``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.host_pub = _keygen(root / "host_key")
-        (root / "authorized_keys").write_text(_keygen(root / "client_key") + "\n")
-        self.client_key = root / "client_key"
-        self.port = _free_port()
-        config = root / "sshd_config"
-        config.write_text(
-            f"ListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
-            f"AuthorizedKeysFile {root / 'authorized_keys'}\nPidFile {root / 'sshd.pid'}\n"
-            "StrictModes no\nUsePAM no\nPasswordAuthentication no\n"
-            "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-            "Subsystem sftp internal-sftp\n"
-        )
-        if os.geteuid() == 0:  # sshd as root chroots its unprivileged child there
-            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [str(SSHD), "-D", "-e", "-f", str(config), "-p", str(self.port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.log: list[str] = []
-        listening = threading.Event()
-
-        def drain() -> None:  # sshd -e logs each connection: keep its pipe from filling
-            for line in self.proc.stderr:
-                self.log.append(line)
-                if "Server listening" in line:
-                    listening.set()
-            listening.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not listening.wait(START_TIMEOUT_S) or self.proc.poll() is not None:
-            self.stop()
-            pytest.skip(f"sshd did not start: {''.join(self.log[-3:]).strip()}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait()
-
-    def remote(self) -> str:
-        return f"{getpass.getuser()}@127.0.0.1:{self.port}"
-
-    def options(self, **override: object) -> list[str]:
-        """CLI options reaching this server (override: option=value; None drops it)."""
-        opts: dict[str, object] = {
-            "remote": self.remote(),
-            "ssh-key": self.client_key,
-            "host-key": self.host_pub,
-            "remote-python": sys.executable,
-        }
-        opts.update({k.replace("_", "-"): v for k, v in override.items()})
-        return [s for k, v in opts.items() if v is not None for s in (f"--{k}", str(v))]
-
-
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory):
-    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        server = Sshd(tmp_path_factory.mktemp("sshd"))
+    except RuntimeError as e:
+        pytest.skip(str(e))
     yield server
     server.stop()
 
@@ -189,14 +114,14 @@ def test_session_leaves_nothing_on_the_device(sshd: Sshd) -> None:
 
 
 def test_connection_refused(digits_run: Path, sshd: Sshd) -> None:
-    port = _free_port()
+    port = free_port()
     remote = f"{getpass.getuser()}@127.0.0.1:{port}"
     result = cli("bench", digits_run / "student_fp32.onnx", *sshd.options(remote=remote))
     fails(result, 4, "connection refused", f"port {port}")
 
 
 def test_auth_failure(sshd: Sshd, digits_run: Path, tmp_path: Path) -> None:
-    _keygen(tmp_path / "stranger")
+    keygen(tmp_path / "stranger")
     result = cli(
         "bench", digits_run / "student_fp32.onnx", *sshd.options(ssh_key=tmp_path / "stranger")
     )
@@ -211,7 +136,7 @@ def test_unknown_host_key(sshd: Sshd, digits_run: Path, tmp_path: Path) -> None:
 
 
 def test_mismatched_host_key(sshd: Sshd, digits_run: Path, tmp_path: Path) -> None:
-    other = _keygen(tmp_path / "impostor")
+    other = keygen(tmp_path / "impostor")
     result = cli("bench", digits_run / "student_fp32.onnx", *sshd.options(host_key=other))
     fails(result, 6, "does not match")
 
@@ -304,3 +229,57 @@ def test_device_runner_is_self_contained() -> None:
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     roots = {name.split(".")[0] for name in imported}
     assert roots - sys.stdlib_module_names <= {"numpy", "onnxruntime", "tensorrt"}, roots
+
+
+LAYER_INFO = {  # the engine inspector's JSON (ProfilingVerbosity.DETAILED) for a two-layer net
+    "Layers": [
+        {
+            "Name": "/features/0/Conv + /features/0/Relu",
+            "LayerType": "CaskConvolution",
+            "Inputs": [{"Name": "x", "Format/Datatype": "Row major Int8 format"}],
+            "Outputs": [{"Name": "y", "Format/Datatype": "Row major Int8 format"}],
+            "ParameterType": "Convolution",
+            "Weights": {"Type": "Int8", "Count": 72},
+        },
+        {
+            "Name": "/classifier/Gemm",
+            "LayerType": "gemm",
+            "Inputs": [{"Name": "y", "Format/Datatype": "Half(64,1)"}],
+            "Outputs": [{"Name": "logits", "Format/Datatype": "Half(10,1)"}],
+        },
+    ]
+}
+
+
+def test_engine_files_the_device_wrote_come_back(
+    sshd: Sshd, digits_run: Path, tmp_path: Path
+) -> None:
+    """After an engine build on the device (TensorRT cannot run here, so the device folder is
+    given the files a build leaves), the engine, its log and layer information are fetched over
+    SSH into the run, and the INT8 coverage is counted from the layers."""
+    from edgekd.runners.remote import remote_runner
+    from edgekd.targets import load_target
+
+    target = SshTarget.parse(
+        sshd.remote(), key=sshd.client_key, host_key=sshd.host_pub, python=sys.executable
+    )
+    written = {"m.engine": b"\x00serialized\x01", "m.engine.log": b"[I] built\n"}
+    written["m.engine.layers.json"] = json.dumps(LAYER_INFO).encode()
+    for name, data in written.items():
+        (tmp_path / name).write_bytes(data)
+    build = {"tensorrt": "10.3.0", "strongly_typed": True, "build_seconds": 1.5,
+             "engine": "m.engine", "log": "m.engine.log", "layers": "m.engine.layers.json"}  # fmt: skip
+    keep = tmp_path / "run" / "engines"
+    with SshSession(target, ["onnxruntime"]) as session:
+        session.put({name: tmp_path / name for name in written})
+        runner = remote_runner(
+            digits_run / "student_int8.onnx", load_target("jetson-orin-nano-8gb"), session, keep
+        )
+        local = tmp_path / "local"
+        local.mkdir()
+        engine = runner._engine(build, local)
+    assert {p.name: p.read_bytes() for p in keep.iterdir()} == written
+    assert engine["config"]["strongly_typed"] is True and engine["tensorrt"] == "10.3.0"
+    cov = engine["int8_coverage"]
+    assert (cov["compute_layers"], cov["int8_layers"], cov["coverage"]) == (2, 1, 0.5)
+    assert cov["not_int8"][0]["name"] == "/classifier/Gemm"

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from edgekd.errors import BadInput
-from edgekd.report import MODELS, SCHEMA_VERSION, load_schema, regenerate
+from edgekd.report import MODELS, SCHEMA_VERSION, load_schema, regenerate, render_markdown
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "runs" / "example" / "report.json"
@@ -42,6 +42,7 @@ def test_schema_is_versioned() -> None:
     assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
     assert schema["additionalProperties"] is False
     optional = {"wall_seconds", "drift", "per_class_accuracy", "latency_quantiles", "config"}
+    optional.add("engines")  # remote validate on a TensorRT target only
     assert set(schema["required"]) == set(schema["properties"]) - optional
 
 
@@ -204,3 +205,48 @@ def test_markdown_is_short_enough_for_a_pull_request_comment(digits_run: Path) -
     assert "### Quantization" not in shown and "### Quantization" in folded
     assert folded.rstrip().endswith("</details>")
     assert len(shown.splitlines()) <= 20
+
+
+def test_engines_built_on_the_device_reach_every_report(digits_run: Path, validator) -> None:
+    """A remote validate on a TensorRT target adds the device's engine builds (as the remote
+    runner returns them); the schema takes them, report.md and report.html show their figures."""
+    from dataclasses import asdict
+
+    from edgekd.export.tensorrt import for_target, int8_coverage
+    from edgekd.report_html import render_html
+    from edgekd.targets import load_target
+
+    layers = {"Layers": [
+        {"Name": "/f/Conv", "LayerType": "CaskConvolution", "ParameterType": "Convolution",
+         "Inputs": [{"Name": "x", "Format/Datatype": "Row major Int8 format"}],
+         "Outputs": [{"Name": "y", "Format/Datatype": "Row major Int8 format"}]},
+        {"Name": "/c/Gemm", "LayerType": "gemm",
+         "Inputs": [{"Name": "y", "Format/Datatype": "Half(64,1)"}],
+         "Outputs": [{"Name": "z", "Format/Datatype": "Half(10,1)"}]},
+    ]}  # fmt: skip
+    report = _report(digits_run)
+    report["engines"] = {
+        "student_int8": {
+            "tensorrt": "10.3.0", "strongly_typed": True, "build_seconds": 12.25,
+            "engine": "student_int8.engine", "log": "student_int8.engine.log",
+            "layers": "student_int8.engine.layers.json",
+            "config": asdict(for_target(load_target("jetson-orin-nano-8gb"))),
+            "int8_coverage": int8_coverage(layers),
+        }
+    }  # fmt: skip
+    assert _errors(validator, report) == []
+    md = render_markdown(report)
+    assert (
+        "TensorRT engine for student_int8, built on the device: TensorRT 10.3.0, 12.2 s, "
+        "1 of 2 compute layers INT8 (50.0 %)."
+    ) in md.split("<details>")[0]
+    html = render_html(report)
+    for pointer, shown in [
+        ("/engines/student_int8/tensorrt", "10.3.0"),
+        ("/engines/student_int8/int8_coverage/coverage", "50.00 %"),
+        ("/engines/student_int8/int8_coverage/compute_layers", "2"),
+    ]:
+        assert f'data-json="{pointer}">{shown}<' in html
+    broken = copy.deepcopy(report)
+    broken["engines"]["student_int8"]["int8_coverage"]["coverage"] = 1.5
+    assert _errors(validator, broken)

@@ -393,6 +393,7 @@ def build_engine(onnx_path: str, engine_path: str, cfg: dict[str, Any], trt: Any
         "tensorrt": trt.__version__,
         "strongly_typed": strongly_typed,
         "build_seconds": round(time.perf_counter() - start, 3),
+        "engine": os.path.basename(engine_path),
         "log": os.path.basename(engine_path) + ".log",
         "layers": os.path.basename(engine_path) + ".layers.json",
     }

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.atomic import write_bytes
 from edgekd.errors import (
     BadInput,
     EdgekdError,
@@ -372,8 +373,10 @@ class RemoteRunner(Runner):
         providers: Sequence[str] = ("CPUExecutionProvider",),
         threads: int = 1,
         build_config: dict[str, Any] | None = None,
+        keep_dir: Path | None = None,
     ) -> None:
         self.path = Path(path)
+        self.keep_dir = keep_dir  # where the device's engine, build log and layer info are kept
         if not self.path.is_file():
             raise BadInput(f"{self.path}: no such model file")
         self.own = isinstance(remote, SshTarget)
@@ -432,10 +435,16 @@ class RemoteRunner(Runner):
         return result, local
 
     def _engine(self, build: dict[str, Any], local: Path) -> dict[str, Any]:
-        """The device's engine build, with the INT8 coverage of its layers."""
+        """The device's engine build, with the INT8 coverage of its layers; the engine, its build
+        log and layer information are copied into ``keep_dir`` when given."""
         from edgekd.export.tensorrt import int8_coverage
 
-        self.session.get([build["layers"]], local)
+        names = [build["layers"]]
+        if self.keep_dir is not None:
+            names += [build[k] for k in ("log", "engine") if k in build]
+        self.session.get(names, local)
+        for name in names if self.keep_dir is not None else ():
+            write_bytes(self.keep_dir / name, (local / name).read_bytes())
         layers = json.loads((local / build["layers"]).read_text())
         return {**build, "config": self.build_config, "int8_coverage": int8_coverage(layers)}
 
@@ -473,9 +482,12 @@ class RemoteRunner(Runner):
         return self._where or f"measured: {self.runtime} on {self.session.target.label} over SSH"
 
 
-def remote_runner(path: Path, target: Target, session: SshSession) -> RemoteRunner:
+def remote_runner(
+    path: Path, target: Target, session: SshSession, keep_dir: Path | None = None
+) -> RemoteRunner:
     """A runner for ``path`` on the device behind ``session``, as ``target`` says: ONNX Runtime with
-    its providers and threads, or a TensorRT engine built there with the target's settings."""
+    its providers and threads, or a TensorRT engine built there with the target's settings (its
+    files kept in ``keep_dir`` when given)."""
     build = None
     if target.runtime == "tensorrt":
         from edgekd.export.tensorrt import _kept_float, for_target
@@ -488,4 +500,5 @@ def remote_runner(path: Path, target: Target, session: SshSession) -> RemoteRunn
         providers=target.execution_providers,
         threads=target.latency.threads,
         build_config=build,
+        keep_dir=keep_dir,
     )
