@@ -34,7 +34,15 @@ from edgekd.distill.features import (
 )
 from edgekd.distill.losses import LOSSES, Objective, make_objective, parse_loss_spec
 from edgekd.distill.teachers import CachedTeacher, LiveTeacher
-from edgekd.distill.trainer import TeacherSource, TrainConfig, fit, is_main, resolve_device
+from edgekd.distill.trainer import (
+    TeacherSource,
+    TrainConfig,
+    amp_enabled,
+    fit,
+    is_main,
+    resolve_device,
+    world_size,
+)
 from edgekd.errors import BadInput, first_line
 from edgekd.export.lint import lint_tensorrt
 from edgekd.export.onnx_export import export_onnx
@@ -434,7 +442,9 @@ def distill(ctx: Context) -> None:
     if is_main():
         write_with(ctx.run.student_pt, lambda p: torch.save(student.state_dict(), p))
         write_with(ctx.run.objective_pt, lambda p: torch.save(setup.objective.state_dict(), p))
-        ctx.run.save_record("distill", {**setup.record, "history": history})
+        where = {"device": str(ctx.device), "processes": world_size(),
+                 "amp": amp_enabled(_epoch_config(ctx.cfg, False), ctx.device)}  # fmt: skip
+        ctx.run.save_record("distill", {**setup.record, **where, "history": history})
         ctx.run.checkpoint("distill").unlink(missing_ok=True)
 
 

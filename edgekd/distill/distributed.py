@@ -1,6 +1,7 @@
 """Data-parallel training processes: spawned by ``--nproc N`` or launched by ``torchrun``.
 
-Gloo on CPU, NCCL on CUDA. Rank 0 writes every output; the other ranks only train.
+Gloo for CPU tensors, NCCL for CUDA tensors. Rank 0 writes every output; the other ranks only
+train.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from edgekd.errors import EdgekdError
 
 
 def backend() -> str:
-    return "nccl" if torch.cuda.is_available() else "gloo"
+    """Gloo alone without CUDA; with CUDA, NCCL for CUDA tensors and gloo for CPU ones (the
+    per-epoch loss sums, or a model trained with --device cpu on a GPU machine)."""
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
 
 
 def launched_by_torchrun() -> bool:

@@ -50,12 +50,18 @@ class TrainConfig:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; under torchrun, the rank's local GPU."""
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        return torch.device("cuda", local_rank() % torch.cuda.device_count())
+    """``auto`` picks CUDA when available, else CPU; ``auto`` and ``cuda`` without an index take
+    the process's local GPU (one per rank under --nproc or torchrun)."""
+    if name == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    if name in ("auto", "cuda"):
+        return torch.device("cuda", local_rank() % max(torch.cuda.device_count(), 1))
     return torch.device(name)
+
+
+def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether training runs under autocast (float16 on CUDA, with a gradient scaler)."""
+    return cfg.amp and device.type == "cuda"
 
 
 def rank() -> int:
@@ -195,7 +201,7 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: _schedule(s, total, int(cfg.warmup_epochs * steps_per_epoch))
     )
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = amp_enabled(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict[str, float]] = []
     start_epoch = 0

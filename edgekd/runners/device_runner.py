@@ -272,14 +272,26 @@ class OrtModel:
 # --- TensorRT ----------------------------------------------------------------------------------
 
 
+def _cudart_candidates() -> list[str]:
+    """Where libcudart may be: the loader's path (plain or versioned, as pip's CUDA wheels ship
+    it), the pip wheel's own folder, and the CUDA toolkits under /usr/local."""
+    names = ["libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"]
+    try:
+        spec = importlib.util.find_spec("nvidia.cuda_runtime")
+    except ImportError:  # no "nvidia" namespace package
+        spec = None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        names += sorted(glob.glob(os.path.join(folder, "lib", "libcudart.so*")))
+    return names + sorted(glob.glob("/usr/local/cuda*/lib64/libcudart.so*"))
+
+
 class Cuda:
     """The few CUDA runtime calls a TensorRT run needs, through ctypes (no pycuda/cuda-python)."""
 
     H2D, D2H = 1, 2  # cudaMemcpyKind
 
     def __init__(self) -> None:
-        names = ["libcudart.so", *sorted(glob.glob("/usr/local/cuda*/lib64/libcudart.so*"))]
-        for name in names:
+        for name in _cudart_candidates():
             try:
                 self.lib = ctypes.CDLL(name)
                 break
