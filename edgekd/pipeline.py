@@ -80,7 +80,7 @@ from edgekd.runners.latency import PERCENTILES, LatencyStats, environment
 from edgekd.runners.onnxruntime import OrtRunner
 from edgekd.runners.remote import SshSession, SshTarget
 from edgekd.targets import Target, load_target
-from edgekd.validate import accuracy, agreement, gate, per_class_accuracy, run_model
+from edgekd.validate import accuracy, agreement, gate, per_class_accuracy, run_models
 
 PARITY_SAMPLES = 256
 PARITY_AGREEMENT = 0.98  # below this top-1 agreement with the fake-quant student, export warns
@@ -636,10 +636,7 @@ def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
     labels = data.val.y.numpy()
     with SshSession(remote, [target.runtime]) if remote else nullcontext() as session:
         keep = run.root / "engines" if session else None  # engines the device builds
-        results = {
-            name: run_model(path, data.val, target, name, session, keep)
-            for name, path in models.items()
-        }
+        results = run_models(models, data.val, target, session, keep)
         env = session.fingerprint() if session else environment()
     acc = {name: accuracy(r.logits, labels) for name, r in results.items()}
     latency = {name: r.latency for name, r in results.items()}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import math
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +12,13 @@ import numpy as np
 
 from edgekd.data import Split
 from edgekd.runners.base import Runner
-from edgekd.runners.latency import LatencyStats
+from edgekd.runners.latency import LatencyStats, stats
 from edgekd.runners.onnxruntime import OrtRunner
 from edgekd.runners.remote import SshSession, remote_runner
 from edgekd.targets import Target
+
+ROUNDS = 3  # interleaved latency rounds per validation
+MIN_ROUND_QUERIES = 64  # a round is a measurement of its own: MLPerf's single-stream floor
 
 
 def top1(logits: np.ndarray) -> np.ndarray:
@@ -54,30 +59,47 @@ def make_runner(
     return OrtRunner(path, target.execution_providers, threads=target.latency.threads)
 
 
-def run_model(
-    path: Path,
+def run_models(
+    paths: dict[str, Path],
     val: Split,
     target: Target,
-    label: str,
     session: SshSession | None = None,
     keep_dir: Path | None = None,
-) -> ModelResult:
-    """Predict the validation split and time single queries with the target's latency method;
-    on the device behind ``session`` when given, else here with ONNX Runtime."""
+) -> dict[str, ModelResult]:
+    """Predict the validation split with each model and time single queries with the target's
+    latency method, on the device behind ``session`` when given, else here with ONNX Runtime.
+
+    The timing runs in ``ROUNDS`` interleaved rounds (every model once per round, each round with
+    the full warm-up and 1/ROUNDS of the queries, at least 64, and of the duration), so that a drift in the machine's
+    load falls on every model alike and their ratios hold; each model's queries are pooled.
+    """
     method = target.latency
-    with make_runner(path, target, session, keep_dir) as runner:
-        logits = runner.predict(val.x.numpy())
+    with ExitStack() as stack:
+        runners = {
+            name: stack.enter_context(make_runner(path, target, session, keep_dir))
+            for name, path in paths.items()
+        }
+        logits = {name: runner.predict(val.x.numpy()) for name, runner in runners.items()}
         sample = val.x[: method.batch].numpy()
-        stats = runner.time(
-            sample,
-            warmup=method.warmup,
-            min_queries=method.min_queries,
-            min_duration_s=method.min_duration_s,
-            label=f"latency {label}",
-        )
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        where: dict[str, str] = {}
+        for i in range(ROUNDS):
+            for name, runner in runners.items():
+                part = runner.time(
+                    sample,
+                    warmup=method.warmup,
+                    min_queries=max(MIN_ROUND_QUERIES, math.ceil(method.min_queries / ROUNDS)),
+                    min_duration_s=method.min_duration_s / ROUNDS,
+                    label=f"latency {name} ({i + 1}/{ROUNDS})",
+                )
+                times[name] += part.times
+                where[name] = part.where
     if target.family != "host" and session is None:
-        stats = replace(stats, where=f"{stats.where} (this host, not {target.name})")
-    return ModelResult(logits, stats, getattr(runner, "engine", None))
+        where = {name: f"{w} (this host, not {target.name})" for name, w in where.items()}
+    return {
+        name: ModelResult(logits[name], stats(times[name], where[name]), getattr(r, "engine", None))
+        for name, r in runners.items()
+    }
 
 
 @dataclass

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from engine_layers import HALF_GEMM, INT8_CONV
 from loopback_sshd import SSHD, Sshd, free_port, keygen
 from typer.testing import CliRunner
 
@@ -231,24 +232,7 @@ def test_device_runner_is_self_contained() -> None:
     assert roots - sys.stdlib_module_names <= {"numpy", "onnxruntime", "tensorrt"}, roots
 
 
-LAYER_INFO = {  # the engine inspector's JSON (ProfilingVerbosity.DETAILED) for a two-layer net
-    "Layers": [
-        {
-            "Name": "/features/0/Conv + /features/0/Relu",
-            "LayerType": "CaskConvolution",
-            "Inputs": [{"Name": "x", "Format/Datatype": "Row major Int8 format"}],
-            "Outputs": [{"Name": "y", "Format/Datatype": "Row major Int8 format"}],
-            "ParameterType": "Convolution",
-            "Weights": {"Type": "Int8", "Count": 72},
-        },
-        {
-            "Name": "/classifier/Gemm",
-            "LayerType": "gemm",
-            "Inputs": [{"Name": "y", "Format/Datatype": "Half(64,1)"}],
-            "Outputs": [{"Name": "logits", "Format/Datatype": "Half(10,1)"}],
-        },
-    ]
-}
+LAYER_INFO = {"Layers": [INT8_CONV, HALF_GEMM]}  # an INT8 conv, an FP16 gemm
 
 
 def test_engine_files_the_device_wrote_come_back(
@@ -282,4 +266,4 @@ def test_engine_files_the_device_wrote_come_back(
     assert engine["config"]["strongly_typed"] is True and engine["tensorrt"] == "10.3.0"
     cov = engine["int8_coverage"]
     assert (cov["compute_layers"], cov["int8_layers"], cov["coverage"]) == (2, 1, 0.5)
-    assert cov["not_int8"][0]["name"] == "/classifier/Gemm"
+    assert cov["not_int8"][0]["name"] == HALF_GEMM["Name"]

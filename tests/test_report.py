@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from engine_layers import HALF_GEMM, INT8_CONV
 
 from edgekd.errors import BadInput
 from edgekd.report import MODELS, SCHEMA_VERSION, load_schema, regenerate, render_markdown
@@ -216,14 +217,7 @@ def test_engines_built_on_the_device_reach_every_report(digits_run: Path, valida
     from edgekd.report_html import render_html
     from edgekd.targets import load_target
 
-    layers = {"Layers": [
-        {"Name": "/f/Conv", "LayerType": "CaskConvolution", "ParameterType": "Convolution",
-         "Inputs": [{"Name": "x", "Format/Datatype": "Row major Int8 format"}],
-         "Outputs": [{"Name": "y", "Format/Datatype": "Row major Int8 format"}]},
-        {"Name": "/c/Gemm", "LayerType": "gemm",
-         "Inputs": [{"Name": "y", "Format/Datatype": "Half(64,1)"}],
-         "Outputs": [{"Name": "z", "Format/Datatype": "Half(10,1)"}]},
-    ]}  # fmt: skip
+    layers = {"Layers": [INT8_CONV, HALF_GEMM]}  # engine_layers: an INT8 conv, an FP16 gemm
     report = _report(digits_run)
     report["engines"] = {
         "student_int8": {

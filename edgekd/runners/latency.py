@@ -30,10 +30,11 @@ class LatencyStats:
     where: str
     # latency at each of PERCENTILES (ms), or () when not recorded; not part of to_dict()
     quantiles: tuple[float, ...] = field(default=(), compare=False, repr=False)
+    times: tuple[float, ...] = field(default=(), compare=False, repr=False)  # each query's, ms
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        del d["quantiles"]
+        del d["quantiles"], d["times"]
         return d
 
 
@@ -64,7 +65,8 @@ def measure(
 def stats(times_ms: Sequence[float], where: str) -> LatencyStats:
     """p50/p90/p99/mean of single-query latencies (ms), with the quantiles at PERCENTILES."""
     quantiles = tuple(float(q) for q in np.percentile(np.asarray(times_ms), PERCENTILES))
-    return LatencyStats(**device_runner.summarize(list(times_ms)), where=where, quantiles=quantiles)
+    summary = device_runner.summarize(list(times_ms))
+    return LatencyStats(**summary, where=where, quantiles=quantiles, times=tuple(times_ms))
 
 
 def environment() -> dict[str, Any]:
