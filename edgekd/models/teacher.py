@@ -16,19 +16,45 @@ from torch import nn
 from edgekd.errors import BadInput, first_line
 
 
-class ExportedTeacher(nn.Module):
-    """A ``torch.export`` program's module; it has fixed train/eval behaviour, so mode is a flag."""
+def _in_chunks(run, x: torch.Tensor, step: int | None) -> torch.Tensor:
+    """``run`` over ``x`` in batches of ``step`` (a model exported with a fixed batch), the last
+    one padded with zeros and the padding dropped; all at once when ``step`` is None."""
+    if not step or len(x) == step:
+        return run(x)
+    n = len(x)
+    pad = -n % step
+    if pad:
+        x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
+    return torch.cat([run(x[i : i + step]) for i in range(0, len(x), step)])[:n]
 
-    def __init__(self, module: nn.Module):
+
+class ExportedTeacher(nn.Module):
+    """A ``torch.export`` program's module; it has fixed train/eval behaviour, so mode is a flag.
+
+    A program exported with a static batch (no ``dynamic_shapes``) runs in batches of that size.
+    """
+
+    def __init__(self, module: nn.Module, fixed_batch: int | None = None):
         super().__init__()
         self.program = module
+        self.fixed_batch = fixed_batch
 
     def train(self, mode: bool = True) -> ExportedTeacher:
         self.training = mode  # the exported graph cannot switch modes (and raises if asked)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.program(x)
+        return _in_chunks(self.program, x, self.fixed_batch)
+
+
+def _static_batch(program: torch.export.ExportedProgram) -> int | None:
+    """The batch size ``program`` was exported with, when it is static; None when dynamic."""
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs:
+            val = node.meta.get("val")
+            batch = val.shape[0] if val is not None and val.dim() else None
+            return batch if isinstance(batch, int) else None
+    return None
 
 
 class OnnxTeacher(nn.Module):
@@ -49,17 +75,11 @@ class OnnxTeacher(nn.Module):
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_np = x.detach().cpu().numpy().astype(np.float32)
-        step = self.fixed_batch or len(x_np)  # a model exported with a fixed batch runs in chunks
-        if len(x_np) % step:
-            raise BadInput(
-                f"{self.path}: its batch size is fixed at {step}; export it with a dynamic batch"
-            )
-        outs = [
-            self.session.run(None, {self.input_name: x_np[i : i + step]})[0]
-            for i in range(0, len(x_np), step)
-        ]
-        return torch.from_numpy(np.concatenate(outs))
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            x_np = batch.detach().cpu().numpy().astype(np.float32)
+            return torch.from_numpy(self.session.run(None, {self.input_name: x_np})[0])
+
+        return _in_chunks(run, x, self.fixed_batch)
 
 
 def _import_factory(spec: str):
@@ -180,7 +200,8 @@ def load_model(spec: str, weights: str | Path | None = None) -> nn.Module:
         level = torch_log.level
         torch_log.setLevel(logging.CRITICAL)  # torch.export logs a traceback before raising
         try:
-            return ExportedTeacher(torch.export.load(str(path)).module()).eval()
+            program = torch.export.load(str(path))
+            return ExportedTeacher(program.module(), _static_batch(program)).eval()
         except Exception as e:  # noqa: BLE001 - torch.export raises many types for a bad file
             raise BadInput(f"{path}: not a torch.export program ({first_line(e)})") from None
         finally:
