@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import corpus
+import numpy as np
 import pytest
 import torch
 
@@ -122,3 +123,83 @@ def test_teacher_loads_in_every_format(name: str, fmt: str, tmp_path: Path, one_
     spread = float(want.std())
     assert spread > 1e-4  # outputs that depend on the input, or the comparison means nothing
     assert float((got - want).abs().max()) <= 1e-3 * max(1.0, float(want.abs().max()))
+
+
+@pytest.fixture(scope="module")
+def rgb_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scikit-learn's digits as 32x32 RGB (each image tinted a random colour): 128 train, 64 val."""
+    from conftest import digits_arrays
+
+    x, y = digits_arrays()
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(x))[:192]
+    gray = np.kron(x[idx], np.ones((4, 4), dtype=np.uint8)).astype(np.float32) / 255  # 32x32
+    tint = rng.uniform(0.3, 1.0, size=(len(idx), 1, 1, 3)).astype(np.float32)
+    rgb = (gray[..., None] * tint * 255).astype(np.uint8)
+    path = tmp_path_factory.mktemp("rgb") / "digits-rgb.npz"
+    np.savez(path, x_train=rgb[64:], y_train=y[idx][64:], x_val=rgb[:64], y_val=y[idx][:64])
+    return path
+
+
+SCHEME_TARGETS = {
+    "onnxruntime": "host-cpu",
+    "tensorrt": "jetson-orin-nano-8gb",
+    "qnn": "android-snapdragon-8gen3",
+}
+
+
+@pytest.fixture(scope="module")
+def scheme_targets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One target per quantization scheme, its latency method shortened for tests."""
+    root = tmp_path_factory.mktemp("targets")
+    out = {}
+    for scheme, name in SCHEME_TARGETS.items():
+        text = (Path(__file__).parents[1] / "targets" / f"{name}.toml").read_text()
+        short = "[latency]\nwarmup = 2\nmin_queries = 64\nmin_duration_s = 0.01\nthreads = 1\n"
+        path = root / f"{name}.toml"
+        path.write_text(text.split("[latency]")[0] + short)
+        out[scheme] = path
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A ResNet-18 teacher as (factory spec, state_dict file)."""
+    weights = tmp_path_factory.mktemp("teacher") / "resnet18.pt"
+    torch.save(_built("resnet18").state_dict(), weights)
+    return f"{CORPUS_PY}:resnet18", str(weights)
+
+
+@pytest.mark.parametrize("scheme", SCHEME_TARGETS)
+@pytest.mark.parametrize("student", STUDENTS)
+def test_every_stage_for_every_scheme(
+    student, scheme, rgb_npz, scheme_targets, corpus_teacher, tmp_path, one_torch_thread
+):
+    """``compress`` with a corpus student: distil, QAT, export, validate; the INT8 model is what
+    the scheme's runtime fuses (TensorRT: the Q/DQ lint passes) and ONNX Runtime reproduces the
+    fake-quant student."""
+    from edgekd.config import CompressConfig
+    from edgekd.pipeline import compress
+
+    teacher, weights = corpus_teacher
+    cfg = CompressConfig(
+        teacher=teacher,
+        weights=weights,
+        student=f"{CORPUS_PY}:{student}",
+        data=str(rgb_npz),
+        target=str(scheme_targets[scheme]),
+        epochs=1,
+        qat_epochs=1,
+        batch_size=32,
+        max_accuracy_drop=100.0,
+        int8_must_pay=False,
+    )
+    report = compress(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    assert report["quantization"]["scheme"] == scheme
+    assert (run / "student_int8.onnx").is_file()
+    export = report["export"]
+    assert export["student_int8"]["top1_agreement"] >= 0.9
+    if scheme == "tensorrt":
+        assert export["tensorrt_lint"] == []
+    assert not report["gates"]["failed"], report["gates"]["failed"]
