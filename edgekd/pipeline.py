@@ -59,6 +59,7 @@ from edgekd.quant.prepare import (
     freeze,
     prepare_qat,
     quantizable_layers,
+    reestimate_bn,
     unquantizable_layers,
 )
 from edgekd.quant.scheme import QuantScheme, get_scheme
@@ -482,6 +483,7 @@ def quantize(ctx: Context) -> None:
         log(f"quantize: the {scheme.name} scheme cannot quantize {', '.join(unquantizable)}: "
             "they stay in float")  # fmt: skip
     probe = _probe(ctx)
+    reestimate_bn(student, probe.calib.split(128))  # BN momentum 0.01 leaves stale statistics
     ranking = layer_sensitivity(student, scheme, calibrator, probe)
     keep = choose_keep_float(
         parse_keep_float(cfg.keep_float), student, scheme, calibrator, probe, ranking

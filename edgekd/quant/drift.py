@@ -4,14 +4,17 @@ For every Conv/Gemm layer, the tensor that the next layer consumes (after the la
 its QuantizeLinear/DequantizeLinear pair, where it has them) is computed twice: by the fx
 fake-quant student, and by ONNX Runtime running the sub-model of the INT8 ONNX file from the
 graph input up to that tensor, with graph optimizations on, so the fused integer kernels
-(QLinearConv, QGemm) run as deployed. Each layer is named by its student module: the TorchScript
-exporter names a node after the module scopes it ran in ("/features.2.0/Conv" or
-"/features/features.2/Conv"), the last scope being the module's full name.
+(QLinearConv, QGemm) run as deployed. Each layer is named by its student module: the ONNX
+Conv/Gemm nodes run in the order of the student's Conv2d/Linear calls, and the TorchScript
+exporter names each after the module scope it ran in, relative to its parent and made unique
+with a suffix ("/features/features.2/Conv", "/conv.0.0_3/Conv" for ``features.3.conv.0.0``):
+the k-th node is matched to the k-th module call whose name ends with that scope.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,7 @@ from edgekd.errors import BadInput
 from edgekd.export.lint import load_onnx
 from edgekd.progress import log
 from edgekd.quant.fakequant import ActFakeQuant
-from edgekd.quant.prepare import _is_relu
+from edgekd.quant.prepare import is_fused_activation
 from edgekd.run import RunDir
 from edgekd.targets import Target
 
@@ -40,7 +43,7 @@ Consumers = dict[str, list[onnx.NodeProto]]  # tensor -> the nodes reading it
 Producers = dict[str, onnx.NodeProto]  # tensor -> the node writing it
 BATCH = 64
 METHOD = (
-    "per layer, the tensor the next layer consumes (after its ReLU and Q/DQ): PyTorch fake-quant "
+    "per layer, the tensor the next layer consumes (after its ReLU/ReLU6 and Q/DQ): PyTorch fake-quant "
     "student vs ONNX Runtime on the INT8 model's sub-graph up to that tensor, optimizations on "
     "(fused integer kernels, as deployed); added_rel_l2 = rel_l2 minus the largest rel_l2 of "
     "the layers feeding it"
@@ -59,10 +62,15 @@ class Point:
     upstream: tuple[str, ...]  # modules of the nearest measured layers feeding this one
 
 
-def _module_name(node: onnx.NodeProto) -> str:
-    """The module a node ran in: "/features/features.2/Conv" -> "features.2" ("" if none)."""
+def _scope_matches(node: onnx.NodeProto, module: str) -> bool:
+    """Whether ``node`` ran in ``module``: its last scope ("conv.0.0_3", "conv_pw_1"), without or
+    with the exporter's "_N" suffix, ends ``module``'s dotted name."""
     parts = node.name.split("/")
-    return parts[-2] if len(parts) >= 3 else ""
+    if len(parts) < 3:
+        return False
+    scope = parts[-2]
+    names = {scope, re.sub(r"_\d+$", "", scope)}
+    return any(module == n or module.endswith("." + n) for n in names)
 
 
 def _only_consumer(consumers: Consumers, tensor: str) -> onnx.NodeProto | None:
@@ -71,11 +79,14 @@ def _only_consumer(consumers: Consumers, tensor: str) -> onnx.NodeProto | None:
 
 
 def _onnx_point(consumers: Consumers, node: onnx.NodeProto) -> tuple[str, list[str]]:
-    """The tensor after ``node``'s ReLU and Q/DQ pair (those it has), and the steps taken."""
+    """The tensor after ``node``'s ReLU/ReLU6 and Q/DQ pair (those it has), and the steps taken.
+
+    The export drops a ReLU6 (Clip) that its QuantizeLinear makes redundant, so only the "quant"
+    step is compared with the student's."""
     tensor, steps = node.output[0], []
     nxt = _only_consumer(consumers, tensor)
-    if nxt is not None and nxt.op_type == "Relu":
-        tensor, steps = nxt.output[0], ["relu"]
+    if nxt is not None and nxt.op_type in ("Relu", "Clip"):
+        tensor = nxt.output[0]
         nxt = _only_consumer(consumers, tensor)
     if nxt is not None and nxt.op_type == "QuantizeLinear":
         dq = _only_consumer(consumers, nxt.output[0])
@@ -97,8 +108,8 @@ def _fx_point(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, list[str]]:
     """The fx twin of :func:`_onnx_point`: through a ReLU, then an activation fake-quant."""
     steps: list[str] = []
     nxt = _only_user(node)
-    if nxt is not None and _is_relu(gm, nxt):
-        node, steps = nxt, ["relu"]
+    if nxt is not None and is_fused_activation(gm, nxt):
+        node = nxt
         nxt = _only_user(node)
     if nxt is not None and nxt.op == "call_module" and _is_fake_quant(gm, nxt):
         node, steps = nxt, [*steps, "quant"]
@@ -129,19 +140,26 @@ def layer_points(student: fx.GraphModule, model: onnx.ModelProto) -> tuple[list[
     for n in graph.node:
         for t in n.input:
             consumers.setdefault(t, []).append(n)
-    nodes = {n.target: n for n in student.graph.nodes if n.op == "call_module"}
-    layers = {
-        name for name, node in nodes.items()
-        if isinstance(student.get_submodule(name), nn.Conv2d | nn.Linear)
-    }  # fmt: skip
+    calls = [
+        n for n in student.graph.nodes
+        if n.op == "call_module" and isinstance(student.get_submodule(n.target), nn.Conv2d | nn.Linear)
+    ]  # fmt: skip
+    layers = {n.target for n in calls}
     points: list[Point] = []
     measured: dict[str, str] = {}  # tensor -> module
+    pending = iter(calls)
+    call = next(pending, None)
     for node in graph.node:
-        module = _module_name(node)
-        if node.op_type not in LAYER_OPS or module not in layers - set(measured.values()):
+        if call is None or node.op_type not in (*LAYER_OPS, "MatMul"):
             continue
+        if not _scope_matches(node, call.target):
+            continue
+        if node.op_type == "MatMul":  # a Linear on a 3-D+ input: MatMul + Add, not compared
+            call = next(pending, None)
+            continue
+        module = call.target
         tensor, steps = _onnx_point(consumers, node)
-        twin, fx_steps = _fx_point(student, nodes[module])
+        twin, fx_steps = _fx_point(student, call)
         if steps != fx_steps:
             raise BadInput(
                 f"student_int8.onnx does not match the fake-quant student at {module} (ONNX: "
@@ -152,6 +170,7 @@ def layer_points(student: fx.GraphModule, model: onnx.ModelProto) -> tuple[list[
         quantized = parametrize.is_parametrized(student.get_submodule(module), "weight")
         points.append(Point(module, node.op_type, tensor, twin.name, quantized, upstream))
         measured[tensor] = module
+        call = next(pending, None)
     missing = sorted(layers - set(measured.values()))
     return points, missing
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import operator
+from collections import Counter
 from collections.abc import Collection, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 from torch.nn.utils import parametrize
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from edgekd.errors import BadInput
 from edgekd.quant.fakequant import ActFakeQuant, WeightFakeQuant
@@ -21,7 +25,14 @@ _QUANTIZABLE = (nn.Conv2d, nn.Linear)
 # them needs no second quantizer after them (ONNX Runtime moves the Q/DQ pair across them).
 _TRANSPARENT_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
 _TRANSPARENT_CALLS = {torch.flatten, F.max_pool2d, F.dropout, "flatten", "view", "reshape"}
-_RELU_CALLS = {F.relu, torch.relu, "relu"}
+# Activations a runtime applies inside the integer Conv/Gemm kernel: a quantizer after them
+# covers the layer's output (ONNX Runtime drops a Relu, or a Clip(0, 6), in front of a
+# QuantizeLinear whose range it contains, then fuses DQ -> Conv -> Q into QLinearConv).
+_FUSED_ACT_MODULES = (nn.ReLU, nn.ReLU6)
+_FUSED_ACT_CALLS = {F.relu, torch.relu, F.relu6, "relu"}
+_ADD_CALLS = {operator.add, operator.iadd, torch.add, "add"}
+# Modules that only run in training (or nothing): a conv "feeds" an Add through them.
+_PASS_MODULES = (nn.Identity, nn.Dropout)
 # Ops that make new values: with ``quantize_every_op`` their outputs are quantized too.
 _OTHER_MODULES = (
     nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.SiLU,
@@ -51,25 +62,107 @@ def _is_other_op(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op in ("call_function", "call_method") and node.target in _OTHER_CALLS
 
 
-def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
+def is_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """ReLU or ReLU6: runtimes apply it inside the Conv/Gemm kernel before it."""
     if node.op == "call_module":
-        return isinstance(_module(gm, node), nn.ReLU)
-    return node.op in ("call_function", "call_method") and node.target in _RELU_CALLS
+        return isinstance(_module(gm, node), _FUSED_ACT_MODULES)
+    return node.op in ("call_function", "call_method") and node.target in _FUSED_ACT_CALLS
+
+
+def _is_add(node: fx.Node) -> bool:
+    return node.op in ("call_function", "call_method") and node.target in _ADD_CALLS
+
+
+def _drop_no_ops(gm: fx.GraphModule) -> None:
+    """Remove traced shape assertions (timm's BatchNormAct2d checks ``x.ndim == 4``) and
+    nn.Identity calls (its ``drop`` between the norm and the activation): the assertions only
+    re-check what tracing saw, and both would hide the conv -> BatchNorm -> activation chains
+    that folding and quantizer placement look for."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target is torch._assert:
+            gm.graph.erase_node(node)
+        elif isinstance(_module(gm, node), nn.Identity):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+
+
+def _attr(gm: fx.GraphModule, node: Any) -> torch.Tensor | None:
+    if node is None:
+        return None
+    if not isinstance(node, fx.Node) or node.op != "get_attr":
+        raise TypeError("not a get_attr node")
+    return operator.attrgetter(node.target)(gm)
+
+
+def _fold_functional_batch_norms(gm: fx.GraphModule) -> None:
+    """Fold ``F.batch_norm`` calls (timm's BatchNormAct2d traces into one) into the Conv2d before
+    them, as ``fuse`` does for BatchNorm2d modules."""
+    signature = inspect.signature(F.batch_norm)
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not F.batch_norm:
+            continue
+        args = signature.bind(*node.args, **node.kwargs)
+        args.apply_defaults()
+        a = args.arguments
+        src = a["input"]
+        conv = _module(gm, src) if isinstance(src, fx.Node) else None
+        if not isinstance(conv, nn.Conv2d) or len(src.users) != 1 or a["training"] is not False:
+            continue
+        try:
+            mean, var, weight, bias = (_attr(gm, a[k]) for k in ("running_mean", "running_var",
+                                                                  "weight", "bias"))  # fmt: skip
+        except TypeError:
+            continue
+        if mean is None or var is None:
+            continue
+        conv.weight, conv.bias = fuse_conv_bn_weights(
+            conv.weight, conv.bias, mean, var, a["eps"], weight, bias
+        )
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+
+
+def _no_inplace(gm: fx.GraphModule) -> None:
+    """Every activation out of place: an in-place op would overwrite the tensor a fake-quant
+    observer, or ``edgekd diff``, reads."""
+    for m in gm.modules():
+        if isinstance(getattr(m, "inplace", None), bool):
+            m.inplace = False
+    for node in gm.graph.nodes:
+        if node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+    gm.recompile()
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer, with subclasses of Conv2d and Linear (timm's ``Linear``, ``Conv2dSame``) kept
+    as modules, so that they are quantized like the torch ones."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, _QUANTIZABLE) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
-    """Symbolically trace ``model`` with BatchNorm folded into the preceding convolutions."""
+    """Symbolically trace ``model`` with every BatchNorm that follows a convolution folded into it
+    (BatchNorm2d modules and the ``F.batch_norm`` of timm's BatchNormAct2d) and every activation
+    out of place."""
     try:
-        gm = fx.symbolic_trace(copy.deepcopy(model).eval())
+        root = copy.deepcopy(model).eval()
+        gm = fx.GraphModule(root, _Tracer().trace(root), type(root).__name__)
     except Exception as e:  # noqa: BLE001 - tracing raises many types; all mean the same here
         raise BadInput(
             f"the student cannot be traced by torch.fx ({type(e).__name__}: {e}); "
             "quantization needs a model without data-dependent control flow"
         ) from None
-    gm = fuse(gm)
-    for m in gm.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
+    _drop_no_ops(gm)
+    _fold_functional_batch_norms(gm)
+    gm = fuse(
+        gm, no_trace=True
+    )  # BatchNorm2d modules; also drops the modules no node uses any more
+    _no_inplace(gm)
     for p in gm.parameters():
         p.requires_grad_(True)  # fuse_conv_bn_eval leaves the folded bias frozen
     return gm
@@ -117,17 +210,21 @@ def prepare_qat(
     quantized: dict[fx.Node, fx.Node] = {}  # tensor -> its fake-quant node
     count = 0
 
-    def new_quant(src: fx.Node, before: fx.Node | None) -> fx.Node:
+    def new_quant(src: fx.Node) -> fx.Node:
+        """A quantizer of ``src``, right after it (so that it can feed every user of ``src``)."""
         nonlocal count
         name = f"act_quant_{count}"
         count += 1
         gm.add_submodule(name, ActFakeQuant(qmin, qmax, calibrator or scheme.calibrator))
-        ctx = graph.inserting_before(before) if before else graph.inserting_after(src)
-        with ctx:
+        with graph.inserting_after(src):
             q = graph.call_module(name, (src,))
         quantized[src] = q
         quantized[q] = q
         return q
+
+    def quantize_for(src: fx.Node, user: fx.Node) -> None:
+        """``user`` reads ``src`` through its quantizer (made if ``src`` has none yet)."""
+        user.replace_input_with(src, quantized.get(src) or new_quant(src))
 
     def already_quantized(node: fx.Node) -> bool:
         while node not in quantized and _is_transparent(gm, node):
@@ -138,7 +235,7 @@ def prepare_qat(
         for node in list(graph.nodes):
             if _is_other_op(gm, node) and not all(u.op == "output" for u in node.users):
                 users = list(node.users)
-                q = new_quant(node, before=None)
+                q = new_quant(node)
                 for u in users:
                     u.replace_input_with(node, q)
     for node in list(graph.nodes):
@@ -149,24 +246,143 @@ def prepare_qat(
             mod, "weight", WeightFakeQuant(mod.weight.shape[0], scheme.weight_qmax)
         )
         src = node.args[0]
-        if src in quantized:
-            node.replace_input_with(src, quantized[src])
-        elif not (scheme.quantize_outputs and already_quantized(src)):
-            node.replace_input_with(src, new_quant(src, before=node))
+        if src in quantized or not (scheme.quantize_outputs and already_quantized(src)):
+            quantize_for(src, node)
         if scheme.quantize_outputs:
             out = node
-            if len(node.users) == 1 and _is_relu(gm, next(iter(node.users))):
+            if len(node.users) == 1 and is_fused_activation(gm, next(iter(node.users))):
                 out = next(iter(node.users))
             if not all(u.op == "output" for u in out.users):
                 users = list(out.users)
-                q = new_quant(out, before=None)
+                q = new_quant(out)
                 for u in users:
                     u.replace_input_with(out, q)
+    if not scheme.quantize_outputs:
+        _quantize_residuals(gm, quantized, quantize_for)
     if count == 0 and not keep_float:
         raise BadInput("the student has no Conv2d or Linear layer to quantize")
     graph.lint()
     gm.recompile()
     return gm
+
+
+def _from_conv(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` is a Conv2d's output, directly or through a ReLU (the chain TensorRT fuses
+    an Add into)."""
+    while isinstance(node, fx.Node) and (
+        is_fused_activation(gm, node) or isinstance(_module(gm, node), _PASS_MODULES)
+    ):
+        node = node.args[0]
+    return isinstance(node, fx.Node) and isinstance(_module(gm, node), nn.Conv2d)
+
+
+def _quantize_residuals(
+    gm: fx.GraphModule, quantized: dict[fx.Node, fx.Node], quantize_for: Any
+) -> None:
+    """Q/DQ on residual Adds as TensorRT fuses them: ``Conv -> Add <- DequantizeLinear``.
+
+    TensorRT runs an Add after a Conv as the Conv's epilogue in INT8 when the other (residual)
+    input is quantized, and a Q/DQ pair on the Conv branch would split the two (NVIDIA's Q/DQ
+    placement recommendations). So: an input that already has a quantizer (the block input that
+    also feeds the next Conv) reads through it, at no cost; an input that is not a Conv's output
+    gets one; of two Conv outputs without one, the second (the shortcut in ``out += identity``)
+    does.
+    """
+    for node in list(gm.graph.nodes):
+        if not _is_add(node) or len(node.args) != 2:
+            continue
+        inputs = list(node.args)
+        if not all(isinstance(i, fx.Node) and i.op != "get_attr"
+                   for i in inputs):  # fmt: skip
+            continue
+        for i in inputs:
+            if i in quantized and quantized[i] is not i:
+                node.replace_input_with(i, quantized[i])
+        inputs = list(node.args)
+        needs = [i for i in inputs if i not in quantized and not _from_conv(gm, i)]
+        if not needs and not any(i in quantized for i in inputs):
+            needs = [inputs[1]]
+        for i in needs:
+            quantize_for(i, node)
+
+
+@torch.no_grad()
+def reestimate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Recompute every BatchNorm's running statistics from ``batches``; returns the batch count.
+
+    torchvision's models use BN momentum 0.01, so after a short distillation the running
+    statistics still describe the weights of many steps before, and folding them into the
+    convolutions at QAT breaks the network (MobileNetV3 at chance). Here each BatchNorm takes
+    the equal-weight average of the batches' statistics (momentum None), with the rest of the
+    model in eval mode (Dropout off) and without gradients; momenta and modes are restored.
+    Without batches the statistics are left as they were.
+    """
+    norms = [
+        m for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]  # fmt: skip
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    count = 0
+    try:
+        for x in batches:
+            if count == 0:
+                model.eval()
+                for m in norms:
+                    m.reset_running_stats()
+                    m.momentum = None
+                    m.train()
+            model(x)
+            count += 1
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return count
+
+
+def _op_kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    if node.op == "call_module":
+        mod = _module(gm, node)
+        return (
+            None
+            if isinstance(mod, ActFakeQuant)
+            else type(mod).__name__.removeprefix("Parametrized")
+        )
+    if node.op in ("call_function", "call_method"):
+        return getattr(node.target, "__name__", str(node.target))
+    return None
+
+
+def placement_summary(model: fx.GraphModule) -> dict[str, dict[str, int]]:
+    """Per op kind of a :func:`prepare_qat` model (module class or function name): how many
+    calls, how many read only quantized tensors (the runtime can run them on integers) and how
+    many have their output quantized. The rest run in float: the record of what a scheme left
+    in float (SiLU, Hardswish, SE multiplies, LayerNorm... where the runtime has no kernel)."""
+
+    def is_quant(node: Any) -> bool:
+        while isinstance(node, fx.Node) and node.op != "get_attr":
+            if node.op == "call_module" and isinstance(_module(model, node), ActFakeQuant):
+                return True
+            if not _is_transparent(model, node):
+                return False
+            node = node.args[0]
+        return False
+
+    counts: dict[str, Counter] = {}
+    for node in model.graph.nodes:
+        kind = _op_kind(model, node)
+        tensors = [a for a in node.args if isinstance(a, fx.Node) and a.op != "get_attr"]
+        if kind is None or not tensors:
+            continue
+        c = counts.setdefault(kind, Counter())
+        c["count"] += 1
+        c["quantized_inputs"] += all(is_quant(a) for a in tensors)
+        c["quantized_output"] += any(
+            u.op == "call_module" and isinstance(_module(model, u), ActFakeQuant)
+            for u in node.users
+        )
+    return {kind: dict(c) for kind, c in sorted(counts.items())}
 
 
 def act_quantizers(model: nn.Module) -> list[ActFakeQuant]:
