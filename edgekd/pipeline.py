@@ -51,6 +51,7 @@ from edgekd.models.profile import profile
 from edgekd.models.sizing import deploy_precision, estimate, size_student
 from edgekd.models.students import StudentSpec, build_student
 from edgekd.models.teacher import OnnxTeacher, check_classes, load_model, load_weights
+from edgekd.preflight import preflight
 from edgekd.progress import log
 from edgekd.quant.calibrators import get_calibrator
 from edgekd.quant.drift import saved_drift
@@ -75,7 +76,7 @@ from edgekd.quant.sensitivity import (
 from edgekd.quant.weight_bits import default_weight_bits, weight_qmax
 from edgekd.report import SCHEMA_VERSION, render_markdown
 from edgekd.report_html import render_html
-from edgekd.roofline import load_cost, roofline
+from edgekd.roofline import try_roofline
 from edgekd.run import RunDir
 from edgekd.runners.latency import PERCENTILES, LatencyStats, environment
 from edgekd.runners.onnxruntime import OrtRunner
@@ -374,7 +375,8 @@ def _epoch_config(cfg: CompressConfig, qat: bool) -> TrainConfig:
 
 
 def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
-    """Load and check every input, size the student, then create the run folder.
+    """Load and check every input, size the student, try every later step on the untrained
+    models (:func:`edgekd.preflight.preflight`), then create the run folder.
 
     Everything that can be wrong with the inputs fails here, before anything is written.
     """
@@ -402,19 +404,23 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
         sizing = decision.to_dict()
     sizing["teacher_params"] = teacher_params
     sizing["precision"] = deploy_precision(target)
-    if not (resume and ctx.run.student_pt.exists()):  # losses, pairs and adapters fit the models
-        torch.manual_seed(ctx.cfg.seed)
-        spec = (
-            None
-            if ctx.cfg.student
-            else StudentSpec(sizing["family"], sizing["width"], sizing["depth"])
-        )
-        student = ctx.new_student(spec)
-        ctx.distill_setup(student)
-        if ctx.scheme is not None:
-            check_keep_float(parse_keep_float(ctx.cfg.keep_float), quantizable_layers(student))
+    torch.manual_seed(ctx.cfg.seed)
+    spec = (
+        None if ctx.cfg.student else StudentSpec(sizing["family"], sizing["width"], sizing["depth"])
+    )
+    student = ctx.new_student(spec)
+    fresh = not (resume and ctx.run.student_pt.exists())
+    taps = ctx.distill_setup(student).layers if fresh else []  # losses, pairs, adapters fit
+    qat_taps = taps if ctx.cfg.qat_epochs else []  # QAT hooks them again in the fake-quant model
     if ctx.scheme is not None:
         ctx.calibration_inputs()  # too few calibration samples fail here, before the run folder
+    checked = preflight(
+        teacher, student, data.val.x[:2], target, ctx.scheme, ctx.cfg.calibrator, qat_taps
+    )  # every later step on the untrained models: what would fail after training fails here
+    sizing["preflight"] = checked
+    log(f"plan: preflight: {len(checked['checks'])} checks in {checked['seconds']:.1f} s")
+    if fresh and ctx.scheme is not None:
+        check_keep_float(parse_keep_float(ctx.cfg.keep_float), quantizable_layers(student))
     ctx.run.start(ctx.cfg, resume)
     ctx.run.save_record("sizing", sizing)
     log(f"student: {sizing['student']} — " + "; ".join(sizing["reasons"]))
@@ -610,14 +616,22 @@ def _estimates(
     target: Target,
     on_device: bool,
 ) -> dict[str, Any]:
-    """The sizing estimate, each artifact's roofline counted from its ONNX graph, and measured
-    p90 / roofline where the measurement was taken on the target (host targets, or --remote)."""
-    roofs = {name: roofline(load_cost(path), target) for name, path in models.items()}
+    """The sizing estimate, each artifact's roofline counted from its ONNX graph (or why it is
+    unavailable), and measured p90 / roofline where the measurement was taken on the target (host
+    targets, or --remote)."""
+    roofs, unavailable = {}, {}
+    for name, path in models.items():
+        roofs[name], why = try_roofline(path, target)
+        if why:
+            unavailable[name] = why
+            log(f"validate: roofline estimate for {name} unavailable: {why}")
     out: dict[str, Any] = {
         "latency_ms": sizing["estimate"]["latency_ms"],
         "method": "roofline from the target's datasheet figures",
         "roofline": roofs,
     }
+    if unavailable:
+        out["roofline_unavailable"] = unavailable
     if target.family == "host" or on_device:
         out["measured_over_roofline"] = {
             name: latency[name].p90 / r["latency_ms"] for name, r in roofs.items() if r

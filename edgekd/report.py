@@ -91,8 +91,9 @@ def _roofline_lines(report: dict[str, Any]) -> list[str]:
     est = report["estimate"]
     name = "student_int8" if "student_int8" in report["latency_ms"] else "student_fp32"
     roof = est.get("roofline", {}).get(name)
+    why = est.get("roofline_unavailable", {}).get(name)
     if not roof:
-        return []
+        return [f"Roofline estimate for {name}: unavailable ({why})."] if why else []
     line = (
         f"Roofline estimate for {name} on `{report['target']['name']}` (datasheet peak, "
         f"{roof['precision']}, {roof['bound']}-bound): {roof['latency_ms']:.4f} ms"

@@ -10,12 +10,15 @@ normally several times the roofline; the ratio says how far a runtime is from th
 from __future__ import annotations
 
 import math
+import tempfile
+from contextlib import chdir
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, shape_inference
+from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
 from edgekd.errors import BadInput, first_line
 from edgekd.targets import Target
@@ -45,13 +48,25 @@ class GraphCost:
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape at batch 1 (symbolic dimensions of the inputs set to 1)."""
+    """Every tensor's shape at batch 1 (symbolic dimensions of the inputs set to 1).
+
+    Shapes the graph computes from its input's shape (``x.view(x.size(0), -1)``: Shape ->
+    Gather -> Concat -> Reshape; ShuffleNet's channel shuffle: a Div on them) are resolved by
+    ONNX Runtime's symbolic shape inference; for a graph with an op it has no rule for (a custom
+    domain), by ONNX's own inference with data propagation.
+    """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     for value in model.graph.input:
         for dim in value.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
                 dim.dim_value = 1
-    inferred = shape_inference.infer_shapes(model, strict_mode=False)
+    try:
+        # where it stops short it saves the model (sym_shape_infer_temp.onnx and external data)
+        # into the working directory: let that be a folder of its own, deleted afterwards
+        with tempfile.TemporaryDirectory(prefix="edgekd-shapes-") as tmp, chdir(tmp):
+            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # noqa: BLE001 - it raises a bare Exception for ops it has no rule for
+        inferred = shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     shapes = {}
     graph = inferred.graph
     for value in [*graph.input, *graph.value_info, *graph.output]:
@@ -126,3 +141,16 @@ def load_cost(path: str | Path) -> GraphCost:
     if not model.graph.node:
         raise BadInput(f"{path}: not an ONNX model (no graph)")
     return graph_cost(model)
+
+
+def try_roofline(path: str | Path, target: Target) -> tuple[dict | None, str | None]:
+    """(estimate, None), or (None, why it is unavailable): an estimate never fails a run."""
+    try:
+        cost = load_cost(path)
+    except Exception as e:  # noqa: BLE001 - whatever stops the count, the run goes on without it
+        return None, f"the graph could not be counted: {first_line(e)}"
+    est = roofline(cost, target)
+    if est is None:
+        precision = cost.precision_on(target)
+        return None, f"the {target.name} profile gives no {precision} peak rate"
+    return est, None
