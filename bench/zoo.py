@@ -174,7 +174,7 @@ def row(base: Path, out: Path, target: Path, qat_epochs: int) -> dict:
         "int8_over_fp32_p90": report["latency_ratio"].get("student_int8_vs_fp32"),
         "where": report["latency_ms"]["student_int8"]["where"],
         "lint": export.get("tensorrt_lint"),
-        "int8_mac_fraction": coverage.get("int8_mac_fraction"),
+        "int8_mac_fraction": coverage.get("int8_fraction"),
         "parity": export.get("student_int8"),
         "keep_float": (report.get("quantization") or {}).get("keep_float", {}).get("layers"),
     }

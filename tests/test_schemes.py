@@ -239,3 +239,30 @@ def test_keep_float_garbage_exits_2(digits_options, tmp_path) -> None:
         "edgekd: error: --keep-float 'most': expected a layer count (0 or more) or 'auto'"
     )
     assert not out.exists()
+
+
+class _ShapeArithmetic(nn.Module):
+    """Arithmetic on shapes (``x.size(1) * 2``) beside arithmetic on tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = self.conv(x)
+        width = y.size(1) * 2
+        y = torch.cat([y, y * 0.5], dim=1)  # a tensor mul: quantized under qnn
+        return self.fc(y.mean((2, 3)).reshape(-1, width))
+
+
+def test_qnn_leaves_shape_arithmetic_alone() -> None:
+    """Under qnn every op that makes new tensor values is quantized, but not ``size(1) * 2``
+    (a quantizer there used to crash calibration)."""
+    qmodel = prepare_qat(_ShapeArithmetic().eval(), get_scheme("qnn"))
+    calibrate(qmodel, [torch.randn(4, 1, 8, 8)])
+    inputs = {n.args[0].name for n in qmodel.graph.nodes if n.op == "call_module"
+              and n.target.startswith("act_quant")}  # fmt: skip
+    assert {"mul_1", "cat", "mean"} <= inputs  # y * 0.5, the concat, the pooling mean
+    assert "mul" not in inputs  # size(1) * 2
+    assert qmodel(torch.randn(2, 1, 8, 8)).shape == (2, 10)

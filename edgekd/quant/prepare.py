@@ -33,6 +33,7 @@ _FUSED_ACT_CALLS = {F.relu, torch.relu, F.relu6, "relu"}
 _ADD_CALLS = {operator.add, operator.iadd, torch.add, "add"}
 # Modules that only run in training (or nothing): a conv "feeds" an Add through them.
 _PASS_MODULES = (nn.Identity, nn.Dropout)
+_ARITHMETIC = (operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv)
 # Ops that make new values: with ``quantize_every_op`` their outputs are quantized too.
 _OTHER_MODULES = (
     nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.SiLU,
@@ -55,11 +56,28 @@ def _is_transparent(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op in ("call_function", "call_method") and node.target in _TRANSPARENT_CALLS
 
 
+def _is_shape_value(node: object) -> bool:
+    """Whether ``node`` computes a Python number from tensor shapes (``x.size(1) * 2``), not a
+    tensor: arithmetic on it has nothing to quantize."""
+    if not isinstance(node, fx.Node):
+        return not isinstance(node, (list, tuple))  # a constant
+    if node.op == "call_method" and node.target in ("size", "dim", "numel"):
+        return True
+    if node.op == "call_function" and node.target is getattr:
+        return node.args[1] == "shape"
+    if node.op == "call_function" and node.target in (operator.getitem, *_ARITHMETIC):
+        return all(_is_shape_value(a) for a in node.args)
+    return False
+
+
 def _is_other_op(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """An op other than Conv/Gemm that computes new values (pooling, activations, arithmetic)."""
+    """An op other than Conv/Gemm that computes new values (pooling, activations, arithmetic on
+    tensors)."""
     if node.op == "call_module":
         return isinstance(_module(gm, node), _OTHER_MODULES)
-    return node.op in ("call_function", "call_method") and node.target in _OTHER_CALLS
+    if node.op not in ("call_function", "call_method") or node.target not in _OTHER_CALLS:
+        return False
+    return not _is_shape_value(node)
 
 
 def is_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
