@@ -37,6 +37,7 @@ class ActFakeQuant(nn.Module):
         self.register_buffer("scale", torch.ones(1))
         self.register_buffer("zero_point", torch.zeros(1, dtype=torch.int32))
         self.observing = False
+        self.enabled = True  # off: values pass unchanged (sensitivity scores one layer at a time)
         self._samples: list[torch.Tensor] = []
         self._per_batch = _BATCH_SAMPLE
         self._lo = float("inf")
@@ -45,6 +46,8 @@ class ActFakeQuant(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
             self._observe(x.detach())
+            return x
+        if not self.enabled:
             return x
         return torch.fake_quantize_per_tensor_affine(
             x, self.scale, self.zero_point, self.qmin, self.qmax
@@ -93,8 +96,11 @@ class WeightFakeQuant(nn.Module):
         self.register_buffer("scale", torch.ones(out_channels))
         self.register_buffer("zero_point", torch.zeros(out_channels, dtype=torch.int32))
         self.frozen = False
+        self.enabled = True  # off: the float weights pass unchanged
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return w
         if not self.frozen:
             amax = w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-8)
             self.scale.copy_(amax / self.qmax)

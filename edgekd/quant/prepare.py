@@ -403,6 +403,39 @@ def placement_summary(model: fx.GraphModule) -> dict[str, dict[str, int]]:
     return {kind: dict(c) for kind, c in sorted(counts.items())}
 
 
+def layer_quantizers(gm: fx.GraphModule, scheme: QuantScheme) -> dict[str, list[nn.Module]]:
+    """Each quantized layer's own quantizers, in execution order: its weights', the activation
+    quantizer on its input (through ops that keep values) and, where ``scheme`` quantizes
+    outputs, those on its output (after a fused activation). Quantizers on other ops (residual
+    Adds, qnn's every op) belong to no layer."""
+
+    def act_quant(node: object) -> ActFakeQuant | None:
+        mod = _module(gm, node) if isinstance(node, fx.Node) else None
+        return mod if isinstance(mod, ActFakeQuant) else None
+
+    out: dict[str, list[nn.Module]] = {}
+    for node in gm.graph.nodes:
+        mod = _module(gm, node)
+        if not isinstance(mod, _QUANTIZABLE) or not parametrize.is_parametrized(mod, "weight"):
+            continue
+        own: list[nn.Module] = [
+            p for p in mod.parametrizations.weight if isinstance(p, WeightFakeQuant)
+        ]
+        src = node.args[0]
+        while act_quant(src) is None and isinstance(src, fx.Node) and _is_transparent(gm, src):
+            src = src.args[0]
+        own += [q for q in (act_quant(src),) if q is not None]
+        if not scheme.quantize_outputs:
+            out[node.target] = own
+            continue
+        tail = node
+        if len(node.users) == 1 and is_fused_activation(gm, next(iter(node.users))):
+            tail = next(iter(node.users))
+        own += [q for q in map(act_quant, tail.users) if q is not None]
+        out[node.target] = own
+    return out
+
+
 def act_quantizers(model: nn.Module) -> list[ActFakeQuant]:
     return [m for m in model.modules() if isinstance(m, ActFakeQuant)]
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.errors import BadInput
-from edgekd.quant.prepare import calibrate, prepare_qat, quantizable_layers
+from edgekd.quant.prepare import calibrate, layer_quantizers, prepare_qat
 from edgekd.quant.scheme import QuantScheme
 
 AUTO_TOLERANCE_PT = 0.3  # --keep-float auto: PTQ within this many points of the float student
@@ -66,13 +66,22 @@ def ptq(
 def layer_sensitivity(
     student: nn.Module, scheme: QuantScheme, calibrator: str, probe: Probe
 ) -> list[dict]:
-    """Every quantizable layer quantized alone, most sensitive (highest KL) first."""
-    layers = quantizable_layers(student)
+    """Every quantizable layer quantized alone, most sensitive (highest KL) first.
+
+    One fake-quant model is traced and calibrated (calibration sees float values everywhere, so
+    each quantizer gets the range it would get alone); then each layer's own quantizers are
+    switched on in turn, the other layers' off. Quantizers that belong to no layer (residual
+    Adds, qnn's every op) stay on, as in every PTQ model of the scheme.
+    """
+    qmodel = ptq(student, scheme, calibrator, probe, set())
+    own = layer_quantizers(qmodel, scheme)
     rows = []
-    for layer in layers:
-        others = set(layers) - {layer}
-        s = score(ptq(student, scheme, calibrator, probe, others), probe)
-        rows.append({"layer": layer, **s.to_dict()})
+    for layer, quantizers in own.items():
+        for q in (q for qs in own.values() for q in qs):
+            q.enabled = False
+        for q in quantizers:
+            q.enabled = True
+        rows.append({"layer": layer, **score(qmodel, probe).to_dict()})
     return sorted(rows, key=lambda r: -r["kl"])
 
 
