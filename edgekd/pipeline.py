@@ -608,17 +608,23 @@ def _estimates(
     target: Target,
     on_device: bool,
 ) -> dict[str, Any]:
-    """The sizing estimate, each artifact's roofline counted from its ONNX graph, and measured
-    p90 / roofline where the measurement was taken on the target (host targets, or --remote)."""
+    """The sizing estimate, each artifact's roofline counted from its ONNX graph (with the
+    target's overheads: ``estimate_ms``), and measured p90 over each where the measurement was
+    taken on the target (host targets, or --remote)."""
     roofs = {name: roofline(load_cost(path), target) for name, path in models.items()}
     out: dict[str, Any] = {
         "latency_ms": sizing["estimate"]["latency_ms"],
-        "method": "roofline from the target's datasheet figures",
+        "method": "roofline from the target's datasheet figures"
+        + (" + its per-inference and per-layer overheads" if target.overhead else ""),
         "roofline": roofs,
+        "overhead_source": target.overhead.source if target.overhead else None,
     }
     if target.family == "host" or on_device:
         out["measured_over_roofline"] = {
             name: latency[name].p90 / r["latency_ms"] for name, r in roofs.items() if r
+        }
+        out["measured_over_estimate"] = {
+            name: latency[name].p90 / r["estimate_ms"] for name, r in roofs.items() if r
         }
     return out
 
