@@ -9,9 +9,12 @@ validation images. Labels only (cross-entropy): the recipe is about the student,
 
 Recipes, each with edgekd's defaults otherwise (AdamW, lr 3e-3, weight decay 5e-4, half an epoch
 of warm-up, cosine decay, batch 128):
-  before      the student's own BatchNorm momentum, weight decay on every parameter
-  bn          BatchNorm momentum 0.1 while training, weight decay on every parameter
-  after       momentum 0.1, no weight decay on BatchNorm and biases (TrainConfig's defaults)
+  before      the student's own BatchNorm momentum, weight decay on every parameter, the
+              running BatchNorm averages as they are (edgekd before the recipe)
+  bn          BatchNorm momentum 0.1 while training
+  bn+wd       and no weight decay on BatchNorm and biases
+  after       and BatchNorm statistics recomputed over 1024 training samples after each epoch
+              (TrainConfig's defaults)
   after+ls    as after, with label smoothing 0.1 on the cross-entropy
 
 Usage: OMP_NUM_THREADS=1 python bench/recipe.py [--train 3000] [--val 1000] [--epochs 3]
@@ -34,8 +37,9 @@ from edgekd.distill.losses import Outputs, make_objective
 from edgekd.distill.trainer import TrainConfig, fit
 
 RECIPES = {
-    "before": {"bn_momentum": None, "decay_norm_and_bias": True},
-    "bn": {"bn_momentum": 0.1, "decay_norm_and_bias": True},
+    "before": {"bn_momentum": None, "decay_norm_and_bias": True, "bn_recalibration": 0},
+    "bn": {"decay_norm_and_bias": True, "bn_recalibration": 0},
+    "bn+wd": {"bn_recalibration": 0},
     "after": {},
     "after+ls": {},
 }

@@ -8,7 +8,7 @@ from torch import nn
 
 from edgekd.data import Split
 from edgekd.distill.losses import make_objective
-from edgekd.distill.trainer import TrainConfig, _param_groups, fit
+from edgekd.distill.trainer import TrainConfig, _param_groups, fit, recalibrate_bn
 from edgekd.models.students import StudentSpec, build_student
 
 
@@ -49,3 +49,17 @@ def test_weight_decay_skips_norms_and_biases() -> None:
     assert len(decayed["params"]) + len(plain["params"]) == len(params)
     (everything,) = _param_groups(params, TrainConfig(epochs=1, lr=1e-3, decay_norm_and_bias=True))
     assert len(everything["params"]) == len(params)
+
+
+def test_recalibration_gives_the_exact_statistics_of_the_final_weights() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, momentum=0.01)).eval()
+    x = torch.randn(512, 1, 6, 6) * 3 + 1  # 4 equal batches: their average is the mean
+    recalibrate_bn(model, x, torch.device("cpu"), batch_size=128)
+    bn = model[1]
+    with torch.no_grad():
+        h = model[0](x).transpose(0, 1).flatten(1)  # channels x (samples * positions)
+    torch.testing.assert_close(bn.running_mean, h.mean(1), rtol=1e-4, atol=1e-5)
+    # the average of per-batch unbiased variances: within 1 % of the population variance here
+    torch.testing.assert_close(bn.running_var, h.var(1), rtol=1e-2, atol=1e-4)
+    assert bn.momentum == 0.01 and not model.training  # left as it was

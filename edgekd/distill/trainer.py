@@ -53,6 +53,9 @@ class TrainConfig:
     # short schedule their running statistics stay near initialisation and eval is at chance.
     bn_momentum: float | None = 0.1
     decay_norm_and_bias: bool = False  # weight decay on BatchNorm/LayerNorm affines and biases
+    # After each epoch, BatchNorm statistics recomputed (exact average) over this many training
+    # samples; 0: keep the running averages, which lag the weights in a short schedule.
+    bn_recalibration: int = 1024
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,6 +179,29 @@ def _bn_momentum(model: nn.Module, momentum: float | None) -> Iterator[None]:
             m.momentum = value
 
 
+@torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256
+) -> None:
+    """Replace ``model``'s BatchNorm running statistics by the equally weighted average of their
+    batch statistics over ``x`` (training-mode forward passes, no gradients): the statistics of
+    the final weights, where the running averages still carry earlier ones."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or not len(x):
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    for i in range(0, len(x), batch_size):
+        model(x[i : i + batch_size].to(device))
+    model.train(was_training)
+    for m, value in zip(norms, saved, strict=True):
+        m.momentum = value
+
+
 def _optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = _param_groups(params, cfg)
     if cfg.optimizer == "adamw":
@@ -286,6 +312,11 @@ def fit(
                         correct += (out.argmax(1) == y).sum().item()
                         seen += len(idx)
                         bar.update(1)
+                if cfg.bn_recalibration:  # the same samples on every rank: equal statistics
+                    sample = torch.randperm(
+                        len(train), generator=torch.Generator().manual_seed(cfg.seed)
+                    )
+                    recalibrate_bn(student, train.x[sample[: cfg.bn_recalibration]], device)
                 keys = sorted(parts_sum)
                 total_loss, correct, seen, *part_values = _sum_across_ranks(
                     total_loss, correct, seen, *(parts_sum[k] for k in keys)
