@@ -140,6 +140,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     lines += [f"- ❌ {f}" for f in gates["failed"]]
     lines += [f"- ⚠️ not checked: {s}" for s in gates["skipped"]]
+    lines += [f"- ⚠️ sizing: {w}" for w in report["student"]["sizing"].get("warnings", [])]
     if gates["passed"]:
         lines.append(f"- ✅ gates passed: {', '.join(gates['checked'])}")
     lines += [
