@@ -7,9 +7,9 @@ replaces it with a measurement on the runtime.
 
 The choice among the candidates that meet every budget is by an accuracy proxy: families whose
 activations all run in INT8 under the target's scheme first, then architectures proven on edge
-hardware before edgekd's own ``convnet``, then the largest product of multiply-accumulates and
-parameters (capacity needs both: arithmetic per image and weights to hold what was learnt; a
-product, so that neither wins alone).
+hardware before edgekd's own ``convnet``, then the most parameters, then the most
+multiply-accumulates: within budgets that bound both (and the latency), capacity is what a
+distilled student most needs.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def evaluate(
 
 def _rank(c: Candidate) -> tuple:
     """The accuracy proxy (module docstring): larger is better."""
-    return (c.int8_friendly, FAMILIES[c.spec.family].proven, c.macs * c.params, c.macs)
+    return (c.int8_friendly, FAMILIES[c.spec.family].proven, c.params, c.macs)
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ def size_student(
     )
     scope = f"{len(names)} families ({', '.join(names)})" if family == AUTO else family
     reasons = [
-        f"best by the accuracy proxy (INT8-friendly, proven family, MACs x params) of {len(ok)} "
+        f"best by the accuracy proxy (INT8-friendly, proven family, params, MACs) of {len(ok)} "
         f"feasible students out of {len(cands)} considered from {scope}",
         f"params {best.params:,} <= {max_params:,} (target budget {target.budgets.max_params:,}, "
         f"teacher {teacher_params:,} / {min_compression:g})",
