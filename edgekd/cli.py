@@ -561,13 +561,17 @@ def roofline(
     as_json: Json = False,
 ) -> None:
     """Estimated batch-1 latency per target: MACs and bytes counted in the ONNX graph against
-    the target's datasheet peak rate and bandwidth (an estimate, not a measurement)."""
+    the target's datasheet peak rate and bandwidth (the roofline), plus the profile's
+    per-inference and per-layer overheads (an estimate, not a measurement)."""
     rows = _guard(_roofline, model, target or [])
     if as_json:
         typer.echo(json.dumps({"model": str(model), "estimated": True, "targets": rows}))
         return
-    typer.echo("| target | precision | MACs | MB moved | peak TOPS | GB/s | estimated ms | bound |")
-    typer.echo("|---|---|---:|---:|---:|---:|---:|---|")
+    typer.echo(
+        "| target | precision | MACs | MB moved | peak TOPS | GB/s | roofline ms | bound | layers "
+        "| overhead ms | estimated ms |"
+    )
+    typer.echo("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for r in rows:
         if r["latency_ms"] is None:
             typer.echo(
@@ -576,7 +580,8 @@ def roofline(
             continue
         typer.echo(
             f"| {r['target']} | {r['precision']} | {r['macs']:,} | {r['bytes'] / 1e6:.3f} | "
-            f"{r['peak_tops']:g} | {r['bandwidth_gbs']:g} | {r['latency_ms']:.4f} | {r['bound']} |"
+            f"{r['peak_tops']:g} | {r['bandwidth_gbs']:g} | {r['latency_ms']:.4f} | {r['bound']} | "
+            f"{r['layers']} | {r['overhead_ms']:.4f} | {r['estimate_ms']:.4f} |"
         )
 
 

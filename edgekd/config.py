@@ -26,7 +26,7 @@ class CompressConfig:
     data: str | None = None
     target: str = "host-cpu"
     student: str | None = None  # module:factory overriding the sized student
-    family: str = "convnet"
+    family: str = "auto"  # a student family (edgekd.models.students), or every one that imports
     ensemble: list[str] = field(default_factory=list)  # more teachers, SPEC[@WEIGHTS]
     ensemble_weights: list[float] | None = None  # one per teacher; default: equal
     loss: str = "kd"  # NAME[+NAME...]

@@ -48,7 +48,7 @@ from edgekd.export.lint import lint_tensorrt
 from edgekd.export.onnx_export import export_onnx
 from edgekd.export.ort_format import to_ort_format
 from edgekd.models.profile import profile
-from edgekd.models.sizing import deploy_precision, estimate, size_student
+from edgekd.models.sizing import check_student, deploy_precision, size_student
 from edgekd.models.students import StudentSpec, build_student
 from edgekd.models.teacher import OnnxTeacher, check_classes, load_model, load_weights
 from edgekd.preflight import preflight
@@ -58,9 +58,9 @@ from edgekd.quant.drift import saved_drift
 from edgekd.quant.prepare import (
     calibrate,
     freeze,
+    placement_summary,
     prepare_qat,
     quantizable_layers,
-    reestimate_bn,
     unquantizable_layers,
 )
 from edgekd.quant.scheme import QuantScheme, get_scheme
@@ -76,7 +76,7 @@ from edgekd.quant.sensitivity import (
 from edgekd.quant.weight_bits import default_weight_bits, weight_qmax
 from edgekd.report import SCHEMA_VERSION, render_markdown
 from edgekd.report_html import render_html
-from edgekd.roofline import try_roofline
+from edgekd.roofline import load_cost, try_roofline
 from edgekd.run import RunDir
 from edgekd.runners.latency import PERCENTILES, LatencyStats, environment
 from edgekd.runners.onnxruntime import OrtRunner
@@ -121,6 +121,20 @@ def count_params(model: nn.Module) -> int:
 
         return sum(int(np.prod(t.dims)) for t in onnx.load(str(model.path)).graph.initializer)
     return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int | None:
+    """Multiply-accumulates of one forward pass at batch 1; None where they cannot be counted
+    (a TorchScript or torch.export teacher hides its layers from the hooks that count them)."""
+    if isinstance(model, OnnxTeacher):
+        try:
+            return load_cost(model.path).macs
+        except Exception:  # noqa: BLE001 - an uncountable graph only loses the MAC bound
+            return None
+    try:
+        return profile(model, input_shape).macs or None
+    except Exception:  # noqa: BLE001 - as above
+        return None
 
 
 @dataclass
@@ -382,27 +396,23 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
     """
     data, teacher, target, _ = ctx.data, ctx.teacher, ctx.target, ctx.device
     teacher_params = count_params(teacher)
+    teacher_macs = count_macs(teacher, ctx.input_shape)
     if ctx.cfg.student:
-        student = ctx.new_student()
-        prof = profile(student, ctx.input_shape)
-        model_mb, _, latency = estimate(prof, target)
-        sizing = {
-            "student": f"user: {ctx.cfg.student}",
-            "estimate": {
-                "params": prof.params,
-                "macs": prof.macs,
-                "model_mb": model_mb,
-                "latency_ms": latency,
-            },
-            "reasons": ["given with --student; the sizing rule was not applied"],
-        }
+        sizing = check_student(
+            ctx.new_student(), ctx.cfg.student, target, ctx.input_shape, teacher_params,
+            min_compression=ctx.cfg.min_compression, teacher_macs=teacher_macs,
+        )  # fmt: skip
+        for warning in sizing["warnings"]:
+            log(f"plan: warning: {warning}")
     else:
         decision = size_student(
             target, ctx.input_shape, data.num_classes, teacher_params,
             family=ctx.cfg.family, min_compression=ctx.cfg.min_compression,
+            teacher_macs=teacher_macs,
         )  # fmt: skip
         sizing = decision.to_dict()
     sizing["teacher_params"] = teacher_params
+    sizing["teacher_macs"] = teacher_macs
     sizing["precision"] = deploy_precision(target)
     torch.manual_seed(ctx.cfg.seed)
     spec = (
@@ -489,7 +499,6 @@ def quantize(ctx: Context) -> None:
         log(f"quantize: the {scheme.name} scheme cannot quantize {', '.join(unquantizable)}: "
             "they stay in float")  # fmt: skip
     probe = _probe(ctx)
-    reestimate_bn(student, probe.calib.split(128))  # BN momentum 0.01 leaves stale statistics
     ranking = layer_sensitivity(student, scheme, calibrator, probe)
     keep = choose_keep_float(
         parse_keep_float(cfg.keep_float), student, scheme, calibrator, probe, ranking
@@ -513,6 +522,7 @@ def quantize(ctx: Context) -> None:
             "seconds": time.perf_counter() - t0,
         },
         "unquantizable": unquantizable,
+        "placement": placement_summary(qmodel),
         "sensitivity": {
             "samples": len(probe.x),
             "method": "each layer quantized alone (the rest float), calibrated; KL(teacher || "
@@ -616,9 +626,9 @@ def _estimates(
     target: Target,
     on_device: bool,
 ) -> dict[str, Any]:
-    """The sizing estimate, each artifact's roofline counted from its ONNX graph (or why it is
-    unavailable), and measured p90 / roofline where the measurement was taken on the target (host
-    targets, or --remote)."""
+    """The sizing estimate, each artifact's roofline counted from its ONNX graph (with the
+    target's overheads: ``estimate_ms``; or why it is unavailable), and measured p90 over each
+    where the measurement was taken on the target (host targets, or --remote)."""
     roofs, unavailable = {}, {}
     for name, path in models.items():
         roofs[name], why = try_roofline(path, target)
@@ -627,14 +637,19 @@ def _estimates(
             log(f"validate: roofline estimate for {name} unavailable: {why}")
     out: dict[str, Any] = {
         "latency_ms": sizing["estimate"]["latency_ms"],
-        "method": "roofline from the target's datasheet figures",
+        "method": "roofline from the target's datasheet figures"
+        + (" + its per-inference and per-layer overheads" if target.overhead else ""),
         "roofline": roofs,
+        "overhead_source": target.overhead.source if target.overhead else None,
     }
     if unavailable:
         out["roofline_unavailable"] = unavailable
     if target.family == "host" or on_device:
         out["measured_over_roofline"] = {
             name: latency[name].p90 / r["latency_ms"] for name, r in roofs.items() if r
+        }
+        out["measured_over_estimate"] = {
+            name: latency[name].p90 / r["estimate_ms"] for name, r in roofs.items() if r
         }
     return out
 

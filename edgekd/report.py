@@ -98,8 +98,18 @@ def _roofline_lines(report: dict[str, Any]) -> list[str]:
         f"Roofline estimate for {name} on `{report['target']['name']}` (datasheet peak, "
         f"{roof['precision']}, {roof['bound']}-bound): {roof['latency_ms']:.4f} ms"
     )
+    if roof.get("overhead_ms"):  # reports written before the overhead term lack it
+        line += (
+            f"; with the target's overheads ({roof['layers']} layers, {roof['overhead_ms']:.4f} ms)"
+            f" the estimate is {roof['estimate_ms']:.4f} ms"
+        )
     ratio = est.get("measured_over_roofline", {}).get(name)
-    return [line + (f"; measured p90 is {ratio:.1f}× that." if ratio else ".")]
+    over = est.get("measured_over_estimate", {}).get(name)
+    if ratio:
+        line += f"; measured p90 is {ratio:.1f}× the roofline" + (
+            f", {over:.1f}× the estimate." if over else "."
+        )
+    return [line + ("" if ratio else ".")]
 
 
 def _engine_lines(report: dict[str, Any]) -> list[str]:
@@ -131,6 +141,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     lines += [f"- ❌ {f}" for f in gates["failed"]]
     lines += [f"- ⚠️ not checked: {s}" for s in gates["skipped"]]
+    lines += [f"- ⚠️ sizing: {w}" for w in report["student"]["sizing"].get("warnings", [])]
     if gates["passed"]:
         lines.append(f"- ✅ gates passed: {', '.join(gates['checked'])}")
     lines += [

@@ -2,9 +2,13 @@
 
 Multiply-accumulates and bytes moved are counted in the graph (shapes by ONNX shape inference at
 batch 1) and set against a target's datasheet peak arithmetic rate and memory bandwidth:
-``max(2 * MACs / peak ops, bytes / bandwidth)``. An estimate, never a measurement: it ignores
-kernel launch and framework overhead, caches and imperfect kernels, so a measured latency is
-normally several times the roofline; the ratio says how far a runtime is from the hardware.
+``max(2 * MACs / peak ops, bytes / bandwidth)``, for the whole graph at once. The target's
+overheads, where its profile gives them, are added to that: one per inference (the runtime call,
+input and output copies, synchronisation) and one per layer (a kernel launch or operator
+dispatch, counted per Conv/Gemm/MatMul: the ops the runtimes fuse their BatchNorm, activation
+and residual Add into), so ``estimate = per_inference + layers * per_layer + roofline``. An
+estimate, never a measurement: caches and imperfect kernels are left out, so a measured latency
+is still above it; the ratio says how far a runtime is from the hardware.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class GraphCost:
     weight_bytes: int  # every initializer at its stored type
     activation_elems: int  # inputs + outputs of every Conv/Gemm/MatMul, summed (as profile.py)
     int8_weights: bool  # the Conv/Gemm weights are stored as 8-bit integers (quantized model)
+    layers: int = 0  # Conv/Gemm/MatMul nodes: what the per-layer overhead is counted over
 
     def precision_on(self, target: Target) -> str:
         """The arithmetic the model runs in on ``target``: int8 when quantized; else fp16 under
@@ -107,18 +112,28 @@ def graph_cost(model: onnx.ModelProto) -> GraphCost:
         math.prod(t.dims) * np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
         for t in model.graph.initializer
     )
-    return GraphCost(macs, weight_bytes, acts, bool(int8) and all(int8))
+    layers = sum(n.op_type in _CONVS or n.op_type in _MATMULS for n in model.graph.node)
+    return GraphCost(macs, weight_bytes, acts, bool(int8) and all(int8), layers)
+
+
+def overhead_s(layers: int, target: Target) -> float:
+    """The target's fixed costs for one inference of a ``layers``-layer model, in seconds (0 when
+    its profile gives no overheads)."""
+    o = target.overhead
+    return 0.0 if o is None else (o.per_inference_us + layers * o.per_layer_us) * 1e-6
 
 
 def roofline(cost: GraphCost, target: Target) -> dict | None:
     """The roofline estimate of ``cost`` on ``target``, or None when the profile lacks the peak
-    rate at the model's precision."""
+    rate at the model's precision. ``latency_ms`` is the roofline alone; ``estimate_ms`` adds
+    the target's overheads (``overhead_ms``)."""
     precision = cost.precision_on(target)
     peak = target.peak_ops_per_s(precision)
     if not peak:
         return None
     moved = cost.weight_bytes + cost.activation_elems * _BYTES[precision]
     compute_s, memory_s = 2 * cost.macs / peak, moved / target.bytes_per_s
+    roof_s, over_s = max(compute_s, memory_s), overhead_s(cost.layers, target)
     return {
         "target": target.name,
         "precision": precision,
@@ -126,9 +141,13 @@ def roofline(cost: GraphCost, target: Target) -> dict | None:
         "bytes": moved,
         "peak_tops": peak / 1e12,
         "bandwidth_gbs": target.bytes_per_s / 1e9,
-        "latency_ms": max(compute_s, memory_s) * 1e3,
+        "latency_ms": roof_s * 1e3,
         "bound": "compute" if compute_s >= memory_s else "memory",
         "estimated": True,
+        "layers": cost.layers,
+        "overhead_ms": over_s * 1e3,
+        "estimate_ms": (roof_s + over_s) * 1e3,
+        "overhead_source": target.overhead.source if target.overhead else None,
     }
 
 

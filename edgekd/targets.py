@@ -76,6 +76,17 @@ class LatencyMethod:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Overhead:
+    """Fixed costs the roofline leaves out, in microseconds: one per inference (the runtime call,
+    input/output copies, synchronisation) and one per layer (a kernel launch or an operator
+    dispatch). ``source`` says where the figures come from (a measurement, or how derived)."""
+
+    per_inference_us: float
+    per_layer_us: float
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Target:
     """A device profile.
 
@@ -97,6 +108,7 @@ class Target:
     hardware: Hardware
     budgets: Budgets
     latency: LatencyMethod
+    overhead: Overhead | None = None  # left out: the latency estimate is the bare roofline
     path: Path  # the file it was loaded from (set by the loader, not a TOML key)
 
     def peak_ops_per_s(self, precision: str) -> float | None:

@@ -20,13 +20,13 @@ from torch.nn.utils import parametrize
 
 from edgekd.export.lint import lint_tensorrt
 from edgekd.export.onnx_export import export_onnx
+from edgekd.models.batchnorm import reestimate_bn
 from edgekd.quant.drift import layer_points
 from edgekd.quant.prepare import (
     calibrate,
     freeze,
     placement_summary,
     prepare_qat,
-    reestimate_bn,
     trace,
 )
 from edgekd.quant.scheme import get_scheme

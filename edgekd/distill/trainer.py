@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from edgekd.distill.augment import Augment
 from edgekd.distill.features import FeatureTap
 from edgekd.distill.losses import Objective, Outputs
 from edgekd.errors import BadInput
+from edgekd.models.batchnorm import reestimate_bn
 from edgekd.progress import log, progress
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -47,6 +49,14 @@ class TrainConfig:
     amp: bool = True  # mixed precision, used only on CUDA
     optimizer: str = "adamw"
     momentum: float = 0.9  # SGD (Nesterov)
+    # BatchNorm running-statistics momentum while training; None keeps the model's own.
+    # torchvision's MobileNets and EfficientNets use 0.01 (tuned for long ImageNet runs): in a
+    # short schedule their running statistics stay near initialisation and eval is at chance.
+    bn_momentum: float | None = 0.1
+    decay_norm_and_bias: bool = False  # weight decay on BatchNorm/LayerNorm affines and biases
+    # After each epoch, BatchNorm statistics recomputed (exact average) over this many training
+    # samples; 0: keep the running averages, which lag the weights in a short schedule.
+    bn_recalibration: int = 1024
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,13 +149,43 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress_))
 
 
+def _param_groups(params: list[nn.Parameter], cfg: TrainConfig) -> list[dict]:
+    """Weight decay on weight matrices and kernels only, unless ``cfg.decay_norm_and_bias``:
+    decaying the 1-d normalisation scales and the biases shrinks what BatchNorm learnt to
+    undo, without regularising anything (the usual recipe for mobile networks)."""
+    if cfg.decay_norm_and_bias:
+        return [{"params": params, "weight_decay": cfg.weight_decay}]
+    decay = [p for p in params if p.ndim > 1]
+    rest = [p for p in params if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+@contextmanager
+def _bn_momentum(model: nn.Module, momentum: float | None) -> Iterator[None]:
+    """Train ``model``'s BatchNorm layers with ``momentum`` (None: as they are), restoring
+    their own values afterwards (a user's model leaves as it came)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    if momentum is not None:
+        for m in norms:
+            m.momentum = momentum
+    try:
+        yield
+    finally:
+        for m, value in zip(norms, saved, strict=True):
+            m.momentum = value
+
+
 def _optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = _param_groups(params, cfg)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
-        )
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     raise BadInput(f"unknown optimizer {cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
@@ -220,66 +260,75 @@ def fit(
     me, n_ranks = rank(), world_size()
     step = ddp if ddp is not None else model
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            if before_epoch is not None:
-                before_epoch(student, epoch)
-            model.train()
-            order = torch.randperm(len(train), generator=gen)
-            t0, seen, total_loss, correct = time.perf_counter(), 0, 0.0, 0
-            parts_sum: dict[str, float] = {}
-            with progress(steps_per_epoch, f"{label} {epoch + 1}/{cfg.epochs}", "batch") as bar:
-                for i in range(0, len(train), cfg.batch_size):
-                    idx = order[i : i + cfg.batch_size][me::n_ranks]
-                    x = train.x[idx]
-                    if augment is not None:
-                        x = augment(x, aug_gen)
-                    t = _to(teacher(idx, x), device)
-                    x = x.to(device, memory_format=layout)
-                    y = train.y[idx].to(device)
-                    with torch.autocast(device.type, enabled=use_amp):
-                        loss, out, parts = step(x, t, y)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                    sched.step()
-                    total_loss += loss.item() * len(idx)
-                    for k, v in parts.items():
-                        parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
-                    correct += (out.argmax(1) == y).sum().item()
-                    seen += len(idx)
-                    bar.update(1)
-            keys = sorted(parts_sum)
-            total_loss, correct, seen, *part_values = _sum_across_ranks(
-                total_loss, correct, seen, *(parts_sum[k] for k in keys)
-            )
-            record = {
-                "epoch": epoch + 1,
-                "loss": total_loss / seen,
-                "train_accuracy": correct / seen,
-                "seconds": time.perf_counter() - t0,
-            }
-            record.update({f"loss_{k}": v / seen for k, v in zip(keys, part_values, strict=True)})
-            if val is not None:
-                record["val_accuracy"] = accuracy(predict(student, val.x, device), val.y)
-            history.append(record)
-            log(
-                f"{label} epoch {epoch + 1}/{cfg.epochs}: loss {record['loss']:.4f}, "
-                f"train acc {record['train_accuracy']:.4f}"
-                + (f", val acc {record['val_accuracy']:.4f}" if val is not None else "")
-                + f" ({record['seconds']:.1f}s)"
-            )
-            if checkpoint is not None and is_main():
-                state = {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "history": history,
-                    "epoch": epoch,
+        with _bn_momentum(student, cfg.bn_momentum):
+            for epoch in range(start_epoch, cfg.epochs):
+                if before_epoch is not None:
+                    before_epoch(student, epoch)
+                model.train()
+                order = torch.randperm(len(train), generator=gen)
+                t0, seen, total_loss, correct = time.perf_counter(), 0, 0.0, 0
+                parts_sum: dict[str, float] = {}
+                with progress(steps_per_epoch, f"{label} {epoch + 1}/{cfg.epochs}", "batch") as bar:
+                    for i in range(0, len(train), cfg.batch_size):
+                        idx = order[i : i + cfg.batch_size][me::n_ranks]
+                        x = train.x[idx]
+                        if augment is not None:
+                            x = augment(x, aug_gen)
+                        t = _to(teacher(idx, x), device)
+                        x = x.to(device, memory_format=layout)
+                        y = train.y[idx].to(device)
+                        with torch.autocast(device.type, enabled=use_amp):
+                            loss, out, parts = step(x, t, y)
+                        opt.zero_grad(set_to_none=True)
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                        sched.step()
+                        total_loss += loss.item() * len(idx)
+                        for k, v in parts.items():
+                            parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
+                        correct += (out.argmax(1) == y).sum().item()
+                        seen += len(idx)
+                        bar.update(1)
+                if cfg.bn_recalibration:  # the same samples on every rank: equal statistics
+                    sample = torch.randperm(
+                        len(train), generator=torch.Generator().manual_seed(cfg.seed)
+                    )
+                    x_bn = train.x[sample[: cfg.bn_recalibration]]
+                    reestimate_bn(student, (b.to(device) for b in x_bn.split(256)))
+                keys = sorted(parts_sum)
+                total_loss, correct, seen, *part_values = _sum_across_ranks(
+                    total_loss, correct, seen, *(parts_sum[k] for k in keys)
+                )
+                record = {
+                    "epoch": epoch + 1,
+                    "loss": total_loss / seen,
+                    "train_accuracy": correct / seen,
+                    "seconds": time.perf_counter() - t0,
                 }
-                write_with(checkpoint, lambda p, s=state: torch.save(s, p))
-            if dist.is_initialized():
-                dist.barrier()
+                record.update(
+                    {f"loss_{k}": v / seen for k, v in zip(keys, part_values, strict=True)}
+                )
+                if val is not None:
+                    record["val_accuracy"] = accuracy(predict(student, val.x, device), val.y)
+                history.append(record)
+                log(
+                    f"{label} epoch {epoch + 1}/{cfg.epochs}: loss {record['loss']:.4f}, "
+                    f"train acc {record['train_accuracy']:.4f}"
+                    + (f", val acc {record['val_accuracy']:.4f}" if val is not None else "")
+                    + f" ({record['seconds']:.1f}s)"
+                )
+                if checkpoint is not None and is_main():
+                    state = {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "history": history,
+                        "epoch": epoch,
+                    }
+                    write_with(checkpoint, lambda p, s=state: torch.save(s, p))
+                if dist.is_initialized():
+                    dist.barrier()
     finally:
         model.tap.close()
     student.to("cpu", memory_format=torch.contiguous_format)

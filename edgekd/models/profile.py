@@ -15,6 +15,7 @@ class ModelProfile:
     params: int
     macs: int
     activation_elems: int  # inputs + outputs of every conv/linear, summed
+    layers: int = 0  # conv/linear calls: what a target's per-layer overhead is counted over
 
     def weight_bytes(self, bytes_per_param: float) -> float:
         return self.params * bytes_per_param
@@ -28,12 +29,12 @@ def profile(model: nn.Module, input_shape: tuple[int, ...]) -> ModelProfile:
 
     A model built on the ``meta`` device is profiled without allocating or computing anything.
     """
-    macs = 0
-    acts = 0
+    macs = acts = layers = 0
 
     def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal macs, acts
+        nonlocal macs, acts, layers
         x = inputs[0]
+        layers += 1
         if isinstance(mod, nn.Conv2d):
             k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
             macs += out.numel() * k
@@ -57,4 +58,4 @@ def profile(model: nn.Module, input_shape: tuple[int, ...]) -> ModelProfile:
         for h in handles:
             h.remove()
     params = sum(p.numel() for p in model.parameters())
-    return ModelProfile(params=params, macs=macs, activation_elems=acts)
+    return ModelProfile(params=params, macs=macs, activation_elems=acts, layers=layers)

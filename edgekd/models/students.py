@@ -1,11 +1,25 @@
-"""Student families: small CNNs with width and depth multipliers, chosen by name."""
+"""Student families, chosen by name: edgekd's own ``convnet`` and architectures proven on edge
+hardware, built from torchvision and timm when those import.
+
+Every family is built for the data's input channels (grayscale too: the stem convolution takes
+them) and class count, and scaled by a width and a depth multiplier. Each says which quantization
+schemes run all of its activations in INT8 (:attr:`Family.int8_schemes`): ReLU and ReLU6 fuse
+into the integer convolutions of TensorRT, QNN and ONNX Runtime; hardswish and the
+hardsigmoid of squeeze-excitation do not.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 from torch import nn
+
+from edgekd.errors import BadInput
+
+INT8_ALL = ("onnxruntime", "tensorrt", "qnn")
 
 
 @dataclass(frozen=True)
@@ -64,16 +78,176 @@ class ConvNet(nn.Module):
         return self.classifier(self.flatten(self.pool(self.features(x))))
 
 
-FAMILIES: dict[str, Callable[..., nn.Module]] = {"convnet": ConvNet}
-WIDTHS = (0.25, 0.375, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
-DEPTHS = (0.5, 1.0, 1.5, 2.0)
+def _restem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """``conv`` (a stem convolution built for RGB) rebuilt for ``in_channels`` inputs."""
+    if conv.in_channels == in_channels:
+        return conv
+    return nn.Conv2d(
+        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        bias=conv.bias is not None,
+    )  # fmt: skip
+
+
+def _resnet(in_channels: int, num_classes: int, width: float, depth: float) -> nn.Module:
+    """timm's ResNet with torchvision's BasicBlock layout (ResNet-18 at width 1, depth 1).
+
+    timm, not torchvision: torchvision's ResNet fixes the widths at 64-512 and its BasicBlock
+    refuses other base widths, while timm's takes the stage widths. Its plain 7x7 stem is fixed
+    at 64 channels, so the narrow members use timm's deep stem (three 3x3 convolutions ending at
+    the first stage's width, as in ResNet-C/D)."""
+    from timm.models.resnet import BasicBlock, ResNet
+
+    channels = tuple(_channels(c, width) for c in (64, 128, 256, 512))
+    blocks = max(1, int(round(2 * depth)))
+    return ResNet(
+        BasicBlock, (blocks,) * 4, num_classes=num_classes, in_chans=in_channels,
+        channels=channels, stem_type="deep", stem_width=max(4, channels[0] // 2),
+    )  # fmt: skip
+
+
+def _mobilenet_v2(in_channels: int, num_classes: int, width: float, depth: float) -> nn.Module:
+    """torchvision's MobileNetV2 at ``width_mult`` (ReLU6, no squeeze-excitation)."""
+    from torchvision.models import mobilenet_v2
+
+    model = mobilenet_v2(weights=None, num_classes=num_classes, width_mult=width)
+    model.features[0][0] = _restem(model.features[0][0], in_channels)
+    return model
+
+
+def _mobilenet_v3_small(
+    in_channels: int, num_classes: int, width: float, depth: float
+) -> nn.Module:
+    """torchvision's MobileNetV3-Small at ``width_mult`` (hardswish, hardsigmoid SE)."""
+    from torchvision.models import mobilenet_v3_small
+
+    model = mobilenet_v3_small(weights=None, num_classes=num_classes, width_mult=width)
+    model.features[0][0] = _restem(model.features[0][0], in_channels)
+    return model
+
+
+def _efficientnet_lite(in_channels: int, num_classes: int, width: float, depth: float) -> nn.Module:
+    """timm's EfficientNet-Lite0 with channel and depth multipliers (ReLU6, no SE: the variant
+    Google made for integer accelerators). timm's ``efficientnet_lite0`` entry point fixes both
+    multipliers at 1, so its generator is called with them."""
+    from timm.models.efficientnet import _gen_efficientnet_lite
+
+    return _gen_efficientnet_lite(
+        "efficientnet_lite0", channel_multiplier=width, depth_multiplier=depth,
+        in_chans=in_channels, num_classes=num_classes,
+    )  # fmt: skip
+
+
+def _regnet_x(in_channels: int, num_classes: int, width: float, depth: float) -> nn.Module:
+    """torchvision's RegNet class with the paper's RegNetX-200MF settings (depth 13, w0 24,
+    wa 36.44, wm 2.49, group width 8), widths and depth scaled; torchvision ships no model
+    under 400 MF. ReLU, no SE."""
+    import torch
+    from torchvision.models.regnet import BlockParams, RegNet
+
+    with torch.device("cpu"):  # the widths are computed with tensors: not on the meta device
+        params = BlockParams.from_init_params(
+            depth=max(4, int(round(13 * depth))), w_0=_channels(24, width), w_a=36.44 * width,
+            w_m=2.49, group_width=8,
+        )  # fmt: skip
+    model = RegNet(params, num_classes=num_classes, stem_width=_channels(32, width))
+    model.stem[0] = _restem(model.stem[0], in_channels)
+    return model
+
+
+@dataclass(frozen=True)
+class Family:
+    """A student architecture scaled by width and depth multipliers."""
+
+    name: str
+    build: Callable[[int, int, float, float], nn.Module]  # in_channels, classes, width, depth
+    widths: tuple[float, ...]
+    depths: tuple[float, ...]
+    requires: tuple[str, ...]  # modules that must import
+    activation: str
+    int8_schemes: tuple[str, ...]  # schemes under which every activation fuses into INT8
+    proven: bool  # a published architecture deployed on edge hardware
+
+    def int8_friendly(self, scheme: str | None) -> bool:
+        """Whether the family runs entirely in INT8 under ``scheme`` (None/"none": no INT8)."""
+        return scheme in (None, "none") or scheme in self.int8_schemes
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            "convnet", ConvNet, (0.25, 0.375, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0),
+            (0.5, 1.0, 1.5, 2.0), (), "relu", INT8_ALL, proven=False,
+        ),
+        Family(
+            "resnet", _resnet, (0.125, 0.25, 0.375, 0.5, 0.75, 1.0), (0.5, 1.0),
+            ("timm",), "relu", INT8_ALL, proven=True,
+        ),
+        Family(
+            "mobilenet_v2", _mobilenet_v2, (0.25, 0.35, 0.5, 0.75, 1.0, 1.4), (1.0,),
+            ("torchvision",), "relu6", INT8_ALL, proven=True,
+        ),
+        Family(
+            "efficientnet_lite", _efficientnet_lite, (0.25, 0.35, 0.5, 0.75, 1.0), (0.5, 1.0),
+            ("timm",), "relu6", INT8_ALL, proven=True,
+        ),
+        Family(
+            "regnet_x", _regnet_x, (0.25, 0.5, 0.75, 1.0, 1.5), (0.5, 1.0),
+            ("torchvision",), "relu", INT8_ALL, proven=True,
+        ),
+        Family(
+            "mobilenet_v3_small", _mobilenet_v3_small, (0.5, 0.75, 1.0), (1.0,),
+            ("torchvision",), "hardswish", (), proven=True,
+        ),
+    )
+}  # fmt: skip
+
+
+@cache
+def _import_error(module: str) -> str | None:
+    """Why ``module`` does not import here, or None when it does (a torchvision built for
+    another torch fails at import, not at lookup, so the import itself is tried)."""
+    try:
+        importlib.import_module(module)
+    except Exception as e:  # noqa: BLE001 - a broken install raises anything
+        return (
+            f"{module} does not import ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        )
+    return None
+
+
+def unavailable() -> dict[str, str]:
+    """Families that cannot be built here, each with the reason."""
+    out = {}
+    for name, fam in FAMILIES.items():
+        reasons = [r for r in map(_import_error, fam.requires) if r]
+        if reasons:
+            out[name] = "; ".join(reasons)
+    return out
+
+
+def available() -> list[str]:
+    """Names of the families that can be built here (``convnet`` always)."""
+    missing = unavailable()
+    return [name for name in FAMILIES if name not in missing]
+
+
+def get_family(name: str) -> Family:
+    """The family called ``name``; BadInput when unknown or not importable here."""
+    if name not in FAMILIES:
+        raise BadInput(f"unknown student family {name!r}; valid: {', '.join(FAMILIES)}, auto")
+    missing = unavailable().get(name)
+    if missing:
+        raise BadInput(f"student family {name!r} is unavailable: {missing}; install edgekd[zoo]")
+    return FAMILIES[name]
 
 
 def build_student(spec: StudentSpec, in_channels: int, num_classes: int) -> nn.Module:
     """Instantiate ``spec`` for the given input channels and class count."""
-    return FAMILIES[spec.family](in_channels, num_classes, width=spec.width, depth=spec.depth)
+    return get_family(spec.family).build(in_channels, num_classes, spec.width, spec.depth)
 
 
 def candidates(family: str = "convnet") -> list[StudentSpec]:
     """Every member of ``family`` that the sizing rule considers."""
-    return [StudentSpec(family, w, d) for w in WIDTHS for d in DEPTHS]
+    fam = get_family(family)
+    return [StudentSpec(family, w, d) for w in fam.widths for d in fam.depths]
