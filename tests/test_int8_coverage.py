@@ -10,9 +10,9 @@ import jsonschema
 import onnx
 import pytest
 import torch
+from engine_layers import DYNAMIC_INT8_CONV, FLOAT_CONV, HALF_GEMM, INT8_CONV, OTHERS
 from onnx import TensorProto, helper, numpy_helper
 
-from engine_layers import DYNAMIC_INT8_CONV, FLOAT_CONV, HALF_GEMM, INT8_CONV, OTHERS
 from edgekd.config import CompressConfig
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.students import StudentSpec, build_student
