@@ -103,7 +103,8 @@ def main() -> None:
         rows.append((name, r))
         plan, p90 = r["plan"], r["p90"]
         print(f"# {name}: plan timed " + ", ".join(
-            f"{m['name']} {m['p90_ms']:.3f} ms" for m in plan["mixes"]
+            f"{m['name']} {m['p90_ms']:.3f} ms ({len(m['keep_float'])} kept float, "
+            f"{len(m['runtime_int8'])} of them INT8 in ORT)" for m in plan["mixes"]
         ) + f" vs fp32 {plan['fp32_p90_ms']:.3f} ms; chose {plan['chosen']}", flush=True)  # fmt: skip
         if "why_not_faster" in plan:
             print(f"#   {plan['why_not_faster']}", flush=True)

@@ -79,9 +79,13 @@ def _quantization_lines(q: dict[str, Any]) -> list[str]:
     speed = keep.get("speed")
     if speed and speed["measured"]:
         mixes = "; ".join(
-            f"{m['name']} {m['p90_ms']:.3f} ms ({m['vs_fp32']:.2f}×, {len(m['keep_float'])} float)"
+            f"{m['name']} {m['p90_ms']:.3f} ms ({m['vs_fp32']:.2f}×, {len(m['keep_float'])} "
+            "kept float"
+            + (f", {len(m['runtime_int8'])} of them INT8 in the runtime all the same"
+               if m.get("runtime_int8") else "")
+            + ")"
             for m in speed["mixes"]
-        )
+        )  # fmt: skip
         lines.append(
             f"Mixed precision, timed whole in interleaved rounds ({speed['where']}), "
             f"p{speed['percentile']}: fp32 {speed['fp32_p90_ms']:.3f} ms; {mixes}. "

@@ -152,6 +152,8 @@ def test_the_plan_ships_the_fastest_measured_mix(fast_target: Path) -> None:
     for m in mixes.values():
         assert m["vs_fp32"] == pytest.approx(m["p90_ms"] / plan["fp32_p90_ms"])
     assert plan["queries"]["fp32"] >= 3 * 64 and set(plan["queries"]) == {"fp32", *mixes}
+    assert mixes["all_int8"]["runtime_int8"] == []  # the classifier is last: nothing follows it
+    assert 0 < mixes["all_int8"]["int8_fraction"] < 1
     assert ("why_not_faster" in plan) == (chosen["p90_ms"] >= plan["fp32_p90_ms"])
     rows = plan["profile"]["layers"]
     assert [r["module"] for r in rows] == layers

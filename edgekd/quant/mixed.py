@@ -26,7 +26,7 @@ import onnxruntime as ort
 from torch import nn
 
 from edgekd.export.onnx_export import export_onnx
-from edgekd.quant.coverage import INTEGER_KERNELS, match_kernels, optimized_graph
+from edgekd.quant.coverage import INTEGER_KERNELS, match_kernels, optimized_graph, ort_coverage
 from edgekd.quant.prepare import freeze, quantizable_layers
 from edgekd.quant.scheme import QuantScheme
 from edgekd.quant.sensitivity import Probe, ptq
@@ -215,7 +215,10 @@ def plan_mix(
     interleaved rounds: the all-INT8 model, the mix that keeps in float the layers whose integer
     kernel the profiler finds slower ("kernels"), and the one that also counts the Q/DQ and float
     ops around each layer ("profiled"); the fastest ships, and where none beats fp32 the record
-    says why. A mix that would keep every layer in float is not one.
+    says why. A mix that would keep every layer in float is not one. Each mix records its INT8
+    MAC coverage and the kept layers the runtime runs in INT8 all the same (ONNX Runtime
+    quantizes a float Conv's weights itself when a DequantizeLinear feeds it and a QuantizeLinear
+    follows).
     """
     threads = target.latency.threads
     providers = target.execution_providers
@@ -249,6 +252,9 @@ def plan_mix(
                 seconds=PLAN_SECONDS,
                 label="plan",
             )
+        coverage = {
+            name: ort_coverage(path, threads, providers, modules) for name, path in paths.items()
+        }
     p90 = {name: float(np.percentile(s.times, PERCENTILE)) for name, s in latency.items()}
     chosen = min(mixes, key=lambda name: p90[name])
     record: dict[str, Any] = {
@@ -264,6 +270,12 @@ def plan_mix(
                 "keep_float": layers,
                 "p90_ms": p90[name],
                 "vs_fp32": p90[name] / p90["fp32"],
+                "int8_fraction": coverage[name]["int8_fraction"],
+                "runtime_int8": [
+                    r["module"]
+                    for r in coverage[name]["per_layer"]
+                    if r["int8"] and r["module"] in layers
+                ],
             }
             for name, layers in mixes.items()
         ],  # fmt: skip
