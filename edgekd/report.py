@@ -87,7 +87,8 @@ def _quantization_lines(q: dict[str, Any]) -> list[str]:
             for m in speed["mixes"]
         )  # fmt: skip
         lines.append(
-            f"Mixed precision, timed whole in interleaved rounds ({speed['where']}), "
+            f"Mixed precision, timed whole in {speed['rounds']} interleaved rounds "
+            f"({speed['where']}), "
             f"p{speed['percentile']}: fp32 {speed['fp32_p90_ms']:.3f} ms; {mixes}. "
             f"Shipped: {speed['chosen']}."
         )

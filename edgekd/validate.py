@@ -105,20 +105,21 @@ def time_interleaved(
     queries: int,
     seconds: float,
     label: str = "latency",
+    rounds: int = ROUNDS,
 ) -> dict[str, LatencyStats]:
-    """Single-stream latency of each runner on ``sample`` in ``ROUNDS`` interleaved rounds (every
-    runner once per round, each round with the full warm-up and 1/ROUNDS of the ``queries``, at
+    """Single-stream latency of each runner on ``sample`` in ``rounds`` interleaved rounds (every
+    runner once per round, each round with the full warm-up and 1/rounds of the ``queries``, at
     least 64, and of the ``seconds``), the rounds' queries pooled per runner (entered ones)."""
     times: dict[str, list[float]] = {name: [] for name in runners}
     where: dict[str, str] = {}
-    for i in range(ROUNDS):
+    for i in range(rounds):
         for name, runner in runners.items():
             part = runner.time(
                 sample,
                 warmup=warmup,
-                min_queries=max(MIN_ROUND_QUERIES, math.ceil(queries / ROUNDS)),
-                min_duration_s=seconds / ROUNDS,
-                label=f"{label} {name} ({i + 1}/{ROUNDS})",
+                min_queries=max(MIN_ROUND_QUERIES, math.ceil(queries / rounds)),
+                min_duration_s=seconds / rounds,
+                label=f"{label} {name} ({i + 1}/{rounds})",
             )
             times[name] += part.times
             where[name] = part.where

@@ -38,8 +38,11 @@ from edgekd.validate import time_interleaved
 PROFILE_WARMUP = 10  # untimed runs before the profiled ones
 PROFILE_RUNS = 50  # profiled runs; each node's median is kept
 PERCENTILE = 90  # the latency the mixes are compared on (the int8_pays gate's)
-PLAN_QUERIES = 200  # timed queries per model and round when verifying mixes
-PLAN_SECONDS = 1.0  # ... and seconds per model and round
+# Timing of the mixes, per model over all rounds: more rounds than validation's, so that a burst
+# of load on a shared machine falls on every model alike
+PLAN_ROUNDS = 6
+PLAN_QUERIES = 6 * 64
+PLAN_SECONDS = 2.0
 
 
 def node_times(
@@ -251,6 +254,7 @@ def plan_mix(
                 queries=PLAN_QUERIES,
                 seconds=PLAN_SECONDS,
                 label="plan",
+                rounds=PLAN_ROUNDS,
             )
         coverage = {
             name: ort_coverage(path, threads, providers, modules) for name, path in paths.items()
@@ -262,6 +266,7 @@ def plan_mix(
         "where": latency["fp32"].where,
         "threads": threads,
         "percentile": PERCENTILE,
+        "rounds": PLAN_ROUNDS,
         "queries": {name: s.n for name, s in latency.items()},
         "fp32_p90_ms": p90["fp32"],
         "mixes": [
