@@ -613,6 +613,8 @@ def export(ctx: Context) -> None:
                 modules=quantizable_layers(student),
             )  # fmt: skip
             cov = record["int8_coverage"]
+            if ctx.target.family != "host":
+                cov["how"] += f"; on this host's CPU, not on {ctx.target.name}"
             if cov["int8_fraction"] is not None:
                 log(f"export: {100 * cov['int8_fraction']:.1f} % of the MACs run in integer "
                     f"kernels on {cov['runtime']} ({cov['int8_layers']} of {cov['layers']} "

@@ -147,7 +147,7 @@ def _coverage_table(cov: dict[str, Any]) -> list[str]:
     for r in cov["per_layer"]:
         macs = "—" if r["macs"] is None else f"{r['macs']:,}"
         lines.append(
-            f"| {r['module'] or r['layer']} | {r['op']} | {r['kernel'] or '—'} | {macs} | "
+            f"| `{r['module'] or r['layer']}` | {r['op']} | {r['kernel'] or '—'} | {macs} | "
             f"{'yes' if r['int8'] else 'no'} |"
         )
     return lines
