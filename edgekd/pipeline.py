@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import tomllib
 from contextlib import nullcontext
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -54,7 +56,9 @@ from edgekd.models.teacher import OnnxTeacher, check_classes, load_model, load_w
 from edgekd.preflight import preflight
 from edgekd.progress import log
 from edgekd.quant.calibrators import get_calibrator
+from edgekd.quant.coverage import ort_coverage, tensorrt_coverage
 from edgekd.quant.drift import saved_drift
+from edgekd.quant.mixed import speed_plan
 from edgekd.quant.prepare import (
     calibrate,
     freeze,
@@ -485,6 +489,28 @@ def _weight_bits(ctx: Context) -> dict[str, Any]:
     return {"bits": bits, "range": [-weight_qmax(bits), weight_qmax(bits)], "why": why}
 
 
+def _mixed_precision(
+    ctx: Context, student: nn.Module, calibrator: str, probe: Probe, keep: dict[str, Any]
+) -> dict[str, Any]:
+    """``--keep-float auto``: the accuracy choice, plus the layers whose INT8 version is slower on
+    the target's runtime where this machine runs it (measured once, by the first process)."""
+    plan = speed_plan(student, ctx.scheme, calibrator, probe, keep["layers"], ctx.target) if (
+        is_main()) else None  # fmt: skip
+    if dist.is_initialized():
+        box = [plan]
+        dist.broadcast_object_list(box, src=0)
+        plan = box[0]
+    if not plan["measured"]:
+        log(f"quantize: mixed precision by accuracy only: {plan['why']}")
+        return {**keep, "speed": plan}
+    mixes = ", ".join(f"{m['name']} {m['p90_ms']:.3f} ms" for m in plan["mixes"])
+    log(f"quantize: mixed precision ({plan['where']}): p90 fp32 {plan['fp32_p90_ms']:.3f} ms, "
+        f"{mixes}; {plan['chosen']} keeps {len(plan['layers'])} layer(s) in float")  # fmt: skip
+    if "why_not_faster" in plan:
+        log(f"quantize: {plan['why_not_faster']}")
+    return {**keep, "layers": plan["layers"], "speed": plan}
+
+
 def quantize(ctx: Context) -> None:
     """Fold BN, calibrate, fine-tune quantization-aware with the same losses → student_qat.pt."""
     cfg, scheme = ctx.cfg, ctx.scheme
@@ -508,6 +534,8 @@ def quantize(ctx: Context) -> None:
     if keep.get("reached") is False:
         log(f"quantize: --keep-float auto: no {len(ranking) // 2} layer(s) or fewer bring PTQ "
             f"within {AUTO_TOLERANCE_PT} pt of the float student; kept the best count")  # fmt: skip
+    if keep["mode"] == "auto":
+        keep = _mixed_precision(ctx, student, calibrator, probe, keep)
     qmodel = prepare_qat(student, scheme, calibrator, keep_float=keep["layers"])
     t0 = time.perf_counter()
     calibrate(qmodel, probe.calib.split(128))
@@ -597,6 +625,18 @@ def export(ctx: Context) -> None:
             meta["kept_float"] = ",".join(kept)
         proto = export_onnx(qmodel, sample, run.student_int8_onnx, scheme=ctx.scheme, metadata=meta)
         record["student_int8"] = _parity(run.student_int8_onnx, qmodel, x)
+        if ctx.target.runtime == "onnxruntime":
+            record["int8_coverage"] = ort_coverage(
+                run.student_int8_onnx, ctx.target.latency.threads,
+                modules=quantizable_layers(student),
+            )  # fmt: skip
+            cov = record["int8_coverage"]
+            if ctx.target.family != "host":
+                cov["how"] += f"; on this host's CPU, not on {ctx.target.name}"
+            if cov["int8_fraction"] is not None:
+                log(f"export: {100 * cov['int8_fraction']:.1f} % of the MACs run in integer "
+                    f"kernels on {cov['runtime']} ({cov['int8_layers']} of {cov['layers']} "
+                    "layers)")  # fmt: skip
         if ctx.target.family == "mobile":
             to_ort_format(run.student_int8_onnx, run.student_int8_ort)
             record["student_int8_ort"] = _ort_format_parity(run, x)
@@ -746,6 +786,13 @@ def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
         },
     }
     engines = {name: r.engine for name, r in results.items() if r.engine}
+    for name, engine in engines.items():
+        layers = run.root / "engines" / engine["layers"]
+        if layers.is_file():
+            engine["mac_coverage"] = tensorrt_coverage(
+                json.loads(layers.read_text()), onnx.load(str(models[name])),
+                f"TensorRT {engine['tensorrt']}",
+            )  # fmt: skip
     if engines:
         report["engines"] = engines
     report["latency_quantiles"] = {

@@ -76,6 +76,26 @@ def _quantization_lines(q: dict[str, Any]) -> list[str]:
         lines.append(f"Kept in float ({keep['mode']}): {', '.join(keep['layers'])}.")
     if q.get("unquantizable"):
         lines.append(f"Not quantizable by this scheme: {', '.join(q['unquantizable'])}.")
+    speed = keep.get("speed")
+    if speed and speed["measured"]:
+        mixes = "; ".join(
+            f"{m['name']} {m['p90_ms']:.3f} ms ({m['vs_fp32']:.2f}×, {len(m['keep_float'])} "
+            "kept float"
+            + (f", {len(m['runtime_int8'])} of them INT8 in the runtime all the same"
+               if m.get("runtime_int8") else "")
+            + ")"
+            for m in speed["mixes"]
+        )  # fmt: skip
+        lines.append(
+            f"Mixed precision, timed whole in {speed['rounds']} interleaved rounds "
+            f"({speed['where']}), "
+            f"p{speed['percentile']}: fp32 {speed['fp32_p90_ms']:.3f} ms; {mixes}. "
+            f"Shipped: {speed['chosen']}."
+        )
+        if "why_not_faster" in speed:
+            lines.append(f"INT8 does not pay here: {speed['why_not_faster']}.")
+    elif speed:
+        lines.append(f"Mixed precision by accuracy only: {speed['why']}.")
     ranking = q.get("sensitivity", {}).get("layers", [])[:3]
     if ranking:
         worst = ", ".join(
@@ -112,6 +132,38 @@ def _roofline_lines(report: dict[str, Any]) -> list[str]:
     return [line + ("" if ratio else ".")]
 
 
+def _coverage_line(cov: dict[str, Any], what: str) -> str:
+    """How much of a model's arithmetic runs in integer kernels, and the largest float layers."""
+    if cov["int8_fraction"] is None:
+        return f"INT8 coverage of {what} unknown: {cov.get('unavailable', 'no MAC counts')}."
+    floats = sorted((r for r in cov["per_layer"] if not r["int8"]), key=lambda r: -(r["macs"] or 0))
+    named = ", ".join(f"{r['module'] or r['layer']} ({r['kernel']})" for r in floats[:5])
+    more = f" and {len(floats) - 5} more" if len(floats) > 5 else ""
+    return (
+        f"INT8 coverage of {what} on {cov['runtime']} ({cov['how']}): "
+        f"{100 * cov['int8_fraction']:.1f} % of {cov['macs']:,} MACs in integer kernels "
+        f"({cov['int8_layers']} of {cov['layers']} layers)"
+        + (f"; in float: {named}{more}." if floats else ".")
+    )
+
+
+def _coverage_table(cov: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"### INT8 per layer ({cov['runtime']})",
+        "",
+        "| layer | exported as | runs as | MACs | INT8 |",
+        "|---|---|---|---:|:---:|",
+    ]
+    for r in cov["per_layer"]:
+        macs = "—" if r["macs"] is None else f"{r['macs']:,}"
+        lines.append(
+            f"| `{r['module'] or r['layer']}` | {r['op']} | {r['kernel'] or '—'} | {macs} | "
+            f"{'yes' if r['int8'] else 'no'} |"
+        )
+    return lines
+
+
 def _engine_lines(report: dict[str, Any]) -> list[str]:
     """One line per TensorRT engine the device built: version, build time, INT8 coverage."""
     lines = []
@@ -127,6 +179,8 @@ def _engine_lines(report: dict[str, Any]) -> list[str]:
             f"TensorRT engine for {name}, built on the device: TensorRT {engine['tensorrt']}, "
             f"{engine['build_seconds']:.1f} s, {share}."
         )
+        if "mac_coverage" in engine:
+            lines.append(_coverage_line(engine["mac_coverage"], f"the {name} engine"))
     return lines
 
 
@@ -170,11 +224,16 @@ def render_markdown(report: dict[str, Any]) -> str:
     ratio = report.get("latency_ratio", {}).get("student_int8_vs_fp32")
     if ratio is not None:
         lines.append(f"INT8 / fp32 p90 latency: {ratio:.2f}×.")
+    coverage = (report.get("export") or {}).get("int8_coverage")
+    if coverage:
+        lines.append(_coverage_line(coverage, "student_int8"))
     lines += _roofline_lines(report)
     lines += _engine_lines(report)
     details = []  # folded, so that a pull-request comment shows the verdict and the table
     if report.get("quantization"):
         details += _quantization_lines(report["quantization"])
+    if coverage:
+        details += _coverage_table(coverage)
     if "drift" in report:
         details += _drift_lines(report["drift"])
     if details:

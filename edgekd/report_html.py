@@ -487,6 +487,62 @@ def _quantization(page: Page) -> None:
         ))  # fmt: skip
 
 
+def _mixed_precision(page: Page) -> None:
+    """The mixes timed to choose the float layers, or why only accuracy chose them."""
+    speed = (page.report["quantization"] or {}).get("keep_float", {}).get("speed")
+    if not speed:
+        return
+    base = ("quantization", "keep_float", "speed")
+    page.add("<h3>Mixed precision: float layers chosen by speed on the runtime</h3>")
+    if not speed["measured"]:
+        page.add(f'<p class="note">Accuracy only: {page.v("text", *base, "why")}.</p>')
+        return
+    rows = [[_label("fp32"), page.td("ms", *base, "fp32_p90_ms"), _text("—"), _text("—")]]
+    rows += [
+        [page.v("text", *base, "mixes", i, "name", tag="th"),
+         page.td("ms", *base, "mixes", i, "p90_ms"), page.td("g", *base, "mixes", i, "vs_fp32"),
+         _text(str(len(m["keep_float"])))]
+        for i, m in enumerate(speed["mixes"])
+    ]  # fmt: skip
+    page.table(["model", "p90 ms", "vs fp32", "layers in float"], rows)
+    page.add(
+        f'<p class="note">Shipped: {page.v("text", *base, "chosen")}. Timed whole in '
+        f"interleaved rounds, {page.v('text', *base, 'where')}.</p>"
+    )
+    if "why_not_faster" in speed:
+        page.add(f"<p>INT8 does not pay here: {page.v('text', *base, 'why_not_faster')}.</p>")
+
+
+def _coverage(page: Page, base: tuple[str, ...], title: str) -> None:
+    """A model's INT8 coverage after the runtime's optimizations, and its layers."""
+    cov = resolve(page.report, pointer(*base))
+    page.add(
+        f"<h2>{escape(title)}</h2>",
+        f"<p>{page.v('pct', *base, 'int8_fraction')} of {page.v('int', *base, 'macs')} "
+        f"multiply-accumulates run in integer kernels ({page.v('int', *base, 'int8_layers')} of "
+        f"{page.v('int', *base, 'layers')} layers) on {page.v('text', *base, 'runtime')}: "
+        f"{page.v('text', *base, 'how')}.</p>",
+    )
+    rows = [
+        [page.td("text", *base, "per_layer", i, "module" if r["module"] else "layer"),
+         page.td("text", *base, "per_layer", i, "op"),
+         page.td("text", *base, "per_layer", i, "kernel"),
+         page.td("int", *base, "per_layer", i, "macs"),
+         _text("yes" if r["int8"] else "no")]
+        for i, r in enumerate(cov["per_layer"])
+    ]  # fmt: skip
+    page.table(["layer", "exported as", "runs as", "MACs", "INT8"], rows)
+
+
+def _coverages(page: Page) -> None:
+    r = page.report
+    if _has(r, "export", "int8_coverage"):
+        _coverage(page, ("export", "int8_coverage"), "What runs in INT8: student_int8")
+    for name, engine in (r.get("engines") or {}).items():
+        if "mac_coverage" in engine:
+            _coverage(page, ("engines", name, "mac_coverage"), f"What runs in INT8: {name} engine")
+
+
 def _drift(page: Page) -> None:
     drift = page.report.get("drift")
     if not drift:
@@ -568,6 +624,8 @@ def render_html(report: dict[str, Any]) -> str:
     _training(page)
     _sizing(page)
     _quantization(page)
+    _mixed_precision(page)
+    _coverages(page)
     _drift(page)
     _engines(page)
     _provenance(page)

@@ -52,7 +52,7 @@ class GraphCost:
         return "fp16" if fp16 else "fp32"
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+def batch1_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Every tensor's shape at batch 1 (symbolic dimensions of the inputs set to 1).
 
     Shapes the graph computes from its input's shape (``x.view(x.size(0), -1)``: Shape ->
@@ -83,27 +83,43 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def is_compute(node: onnx.NodeProto) -> bool:
+    """Whether ``node`` is a multiply-accumulate kernel (convolution, Gemm, MatMul, float or
+    integer)."""
+    return node.op_type in _CONVS or node.op_type in _MATMULS
+
+
+def node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """Multiply-accumulates of one compute node (:func:`is_compute`) given every tensor's shape
+    (:func:`batch1_shapes`); None when a shape it needs is unknown."""
+    w_name = node.input[{**_CONVS, **_MATMULS}[node.op_type]]
+    x, w, y = shapes.get(node.input[0]), shapes.get(w_name), shapes.get(node.output[0])
+    if x is None or w is None or y is None:
+        return None
+    if node.op_type in _CONVS:
+        return math.prod(y) * math.prod(w[1:])  # per output: C/groups x kernel
+    trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+    return math.prod(y) * (x[-2] if trans_a else x[-1])
+
+
 def graph_cost(model: onnx.ModelProto) -> GraphCost:
     """Count MACs, weight bytes and Conv/Gemm/MatMul activations of ``model`` at batch 1."""
-    shapes = _shapes(model)
+    shapes = batch1_shapes(model)
     inits = {t.name: t for t in model.graph.initializer}
     producers = {out: n for n in model.graph.node for out in n.output}
     macs = acts = 0
     int8 = []
     for node in model.graph.node:
-        if node.op_type not in _CONVS and node.op_type not in _MATMULS:
+        if not is_compute(node):
             continue
         w_name = node.input[{**_CONVS, **_MATMULS}[node.op_type]]
-        x, w, y = shapes.get(node.input[0]), shapes.get(w_name), shapes.get(node.output[0])
-        if x is None or w is None or y is None:
+        x, y = shapes.get(node.input[0]), shapes.get(node.output[0])
+        n = node_macs(node, shapes)
+        if x is None or y is None or n is None:
             raise BadInput(
                 f"{node.name or node.op_type}: shapes unknown after ONNX shape inference"
             )
-        if node.op_type in _CONVS:
-            macs += math.prod(y) * math.prod(w[1:])  # per output: C/groups x kernel
-        else:
-            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
-            macs += math.prod(y) * (x[-2] if trans_a else x[-1])
+        macs += n
         acts += math.prod(x) + math.prod(y)
         stored = producers[w_name].input[0] if w_name in producers else w_name
         if stored in inits:
@@ -112,7 +128,7 @@ def graph_cost(model: onnx.ModelProto) -> GraphCost:
         math.prod(t.dims) * np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
         for t in model.graph.initializer
     )
-    layers = sum(n.op_type in _CONVS or n.op_type in _MATMULS for n in model.graph.node)
+    layers = sum(is_compute(n) for n in model.graph.node)
     return GraphCost(macs, weight_bytes, acts, bool(int8) and all(int8), layers)
 
 

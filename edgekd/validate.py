@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +69,8 @@ def run_models(
     """Predict the validation split with each model and time single queries with the target's
     latency method, on the device behind ``session`` when given, else here with ONNX Runtime.
 
-    The timing runs in ``ROUNDS`` interleaved rounds (every model once per round, each round with
-    the full warm-up and 1/ROUNDS of the queries, at least 64, and of the duration), so that a drift in the machine's
-    load falls on every model alike and their ratios hold; each model's queries are pooled.
+    The timing runs in interleaved rounds (:func:`time_interleaved`), so that a drift in the
+    machine's load falls on every model alike and their ratios hold.
     """
     method = target.latency
     with ExitStack() as stack:
@@ -80,26 +79,51 @@ def run_models(
             for name, path in paths.items()
         }
         logits = {name: runner.predict(val.x.numpy()) for name, runner in runners.items()}
-        sample = val.x[: method.batch].numpy()
-        times: dict[str, list[float]] = {name: [] for name in runners}
-        where: dict[str, str] = {}
-        for i in range(ROUNDS):
-            for name, runner in runners.items():
-                part = runner.time(
-                    sample,
-                    warmup=method.warmup,
-                    min_queries=max(MIN_ROUND_QUERIES, math.ceil(method.min_queries / ROUNDS)),
-                    min_duration_s=method.min_duration_s / ROUNDS,
-                    label=f"latency {name} ({i + 1}/{ROUNDS})",
-                )
-                times[name] += part.times
-                where[name] = part.where
+        latency = time_interleaved(
+            runners,
+            val.x[: method.batch].numpy(),
+            warmup=method.warmup,
+            queries=method.min_queries,
+            seconds=method.min_duration_s,
+        )
     if target.family != "host" and session is None:
-        where = {name: f"{w} (this host, not {target.name})" for name, w in where.items()}
+        latency = {
+            name: replace(s, where=f"{s.where} (this host, not {target.name})")
+            for name, s in latency.items()
+        }
     return {
-        name: ModelResult(logits[name], stats(times[name], where[name]), getattr(r, "engine", None))
+        name: ModelResult(logits[name], latency[name], getattr(r, "engine", None))
         for name, r in runners.items()
     }
+
+
+def time_interleaved(
+    runners: dict[str, Runner],
+    sample: np.ndarray,
+    *,
+    warmup: int,
+    queries: int,
+    seconds: float,
+    label: str = "latency",
+    rounds: int = ROUNDS,
+) -> dict[str, LatencyStats]:
+    """Single-stream latency of each runner on ``sample`` in ``rounds`` interleaved rounds (every
+    runner once per round, each round with the full warm-up and 1/rounds of the ``queries``, at
+    least 64, and of the ``seconds``), the rounds' queries pooled per runner (entered ones)."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    where: dict[str, str] = {}
+    for i in range(rounds):
+        for name, runner in runners.items():
+            part = runner.time(
+                sample,
+                warmup=warmup,
+                min_queries=max(MIN_ROUND_QUERIES, math.ceil(queries / rounds)),
+                min_duration_s=seconds / rounds,
+                label=f"{label} {name} ({i + 1}/{rounds})",
+            )
+            times[name] += part.times
+            where[name] = part.where
+    return {name: stats(times[name], where[name]) for name in runners}
 
 
 @dataclass

@@ -216,7 +216,9 @@ def test_budget_no_student_can_meet(digits, tmp_path) -> None:
     target = tmp_path / "tiny-budget.toml"
     text = text.replace("max_params = 2_000_000", "max_params = 100")
     target.write_text(text.replace('name = "host-cpu"', 'name = "tiny-budget"'))
-    line = compress_fails(digits, tmp_path, "no student of any available family meets the budgets", target=target)
+    line = compress_fails(
+        digits, tmp_path, "no student of any available family meets the budgets", target=target
+    )
     assert "tiny-budget" in line and "params" in line and "> 100" in line
 
 

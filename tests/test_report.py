@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 import shutil
@@ -159,8 +160,10 @@ def test_regenerate_needs_a_readable_report_json(digits_run: Path, tmp_path: Pat
 
 
 def _table(markdown: str) -> dict[str, dict[str, str]]:
-    """The model table of report.md as {model: {column: cell}}."""
-    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    """The model table (the first) of report.md as {model: {column: cell}}."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
     header = [c.strip() for c in rows[0].strip("|").split("|")]
     return {
         cells[0]: dict(zip(header, cells, strict=True))

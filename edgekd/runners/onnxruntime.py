@@ -14,6 +14,18 @@ from edgekd.runners.base import Runner
 from edgekd.runners.latency import cpu_model
 
 
+def session_options(threads: int, optimize: bool = True) -> ort.SessionOptions:
+    """The options edgekd deploys with: ``threads`` intra-op threads (0 = ONNX Runtime's
+    default), one inter-op thread, every graph optimization unless ``optimize`` is False."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return opts
+
+
 class OrtRunner(Runner):
     """Runs an ONNX model in ONNX Runtime with the first available of ``providers``.
 
@@ -39,12 +51,7 @@ class OrtRunner(Runner):
         self.fixed_batch: int | None = None
 
     def activate(self) -> None:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        if not self.optimize:
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts = session_options(self.threads, self.optimize)
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
         except Exception as e:  # noqa: BLE001 - ORT raises several types for an unreadable model
