@@ -267,6 +267,14 @@ def compress(
             "on ONNX Runtime (FP16 on TensorRT, fp32 on ONNX Runtime)."
         ),
     ] = None,
+    sensitivity: Annotated[
+        bool | None,
+        typer.Option(
+            "--sensitivity/--no-sensitivity",
+            help="Before QAT, score each layer quantized alone (the report's ranking; "
+            "--keep-float needs it); skip it to save its time.",
+        ),
+    ] = None,
     int8_must_pay: Annotated[
         bool | None,
         typer.Option(

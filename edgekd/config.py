@@ -55,6 +55,7 @@ class CompressConfig:
     min_compression: float = 8.0
     max_accuracy_drop: float = 1.0  # points of top-1 accuracy vs the teacher
     keep_float: str | None = None  # "N" most sensitive layers, or "auto"; None = all INT8
+    sensitivity: bool = True  # score each layer quantized alone before QAT (--keep-float needs it)
     weight_bits: int | None = None  # 8, or 7 against u8s8 saturation; None: the target's default
     int8_must_pay: bool = True  # gate: INT8 slower than its float twin fails validation
     device: str = "auto"
@@ -113,7 +114,11 @@ class CompressConfig:
         if cfg.keep_float is not None:
             from edgekd.quant.sensitivity import parse_keep_float
 
-            parse_keep_float(cfg.keep_float)
+            if parse_keep_float(cfg.keep_float) and not cfg.sensitivity:
+                raise BadInput(
+                    f"--keep-float {cfg.keep_float} chooses layers by their sensitivity: "
+                    "drop --no-sensitivity"
+                )
         if cfg.weight_bits is None:
             from edgekd.quant.weight_bits import default_weight_bits
             from edgekd.targets import load_target

@@ -525,7 +525,19 @@ def quantize(ctx: Context) -> None:
         log(f"quantize: the {scheme.name} scheme cannot quantize {', '.join(unquantizable)}: "
             "they stay in float")  # fmt: skip
     probe = _probe(ctx)
-    ranking = layer_sensitivity(student, scheme, calibrator, probe)
+    if cfg.sensitivity:
+        log(f"quantize: sensitivity: each of {len(quantizable_layers(student))} layers quantized "
+            f"alone, scored on {len(probe.x)} samples (--no-sensitivity skips it)")  # fmt: skip
+        ranking = layer_sensitivity(student, scheme, calibrator, probe)
+        sensitivity = {
+            "samples": len(probe.x),
+            "method": "each layer quantized alone (the rest float), calibrated; KL(teacher || "
+            "student) at T=1 and top-1 accuracy on training samples",
+            "float_student": score(student, probe).to_dict(),
+            "layers": ranking,
+        }
+    else:
+        ranking, sensitivity = [], {"skipped": "--no-sensitivity"}
     keep = choose_keep_float(
         parse_keep_float(cfg.keep_float), student, scheme, calibrator, probe, ranking
     )
@@ -551,13 +563,7 @@ def quantize(ctx: Context) -> None:
         },
         "unquantizable": unquantizable,
         "placement": placement_summary(qmodel),
-        "sensitivity": {
-            "samples": len(probe.x),
-            "method": "each layer quantized alone (the rest float), calibrated; KL(teacher || "
-            "student) at T=1 and top-1 accuracy on training samples",
-            "float_student": score(student, probe).to_dict(),
-            "layers": ranking,
-        },
+        "sensitivity": sensitivity,
         "keep_float": keep,
         "history": [],
     }
@@ -569,7 +575,7 @@ def quantize(ctx: Context) -> None:
         record["history"] = _train(ctx, qmodel, setup, qat=True)
     if not is_main():
         return
-    freeze(qmodel)
+    freeze(qmodel, biases=False)  # loaded again by Context.qat_student
     write_with(ctx.run.student_qat_pt, lambda p: torch.save(qmodel.state_dict(), p))
     ctx.run.save_record("quantize", record)
     ctx.run.checkpoint("quantize").unlink(missing_ok=True)

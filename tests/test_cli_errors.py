@@ -382,3 +382,10 @@ def test_cuda_device_without_cuda(digits, tmp_path) -> None:
 
 def test_unknown_device(digits, tmp_path) -> None:
     compress_fails(digits, tmp_path, "--device 'tpu9'", device="tpu9")
+
+
+def test_keep_float_without_sensitivity_is_refused(digits, tmp_path) -> None:
+    out = tmp_path / "run"
+    args = [*options(digits, out, keep_float="auto"), "--no-sensitivity"]
+    bad_input(cli("compress", *args), "--keep-float auto", "drop --no-sensitivity")
+    assert not out.exists()

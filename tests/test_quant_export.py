@@ -179,3 +179,38 @@ def test_untraceable_student_is_bad_input() -> None:
 def test_unknown_scheme() -> None:
     with pytest.raises(BadInput, match="known: onnxruntime, qnn, tensorrt"):
         get_scheme("qnnpack")
+
+
+@pytest.mark.parametrize("scheme", ["onnxruntime", "qnn"])
+def test_biases_are_trained_as_the_runtime_stores_them(scheme: str, tmp_path: Path) -> None:
+    """Schemes with int32 biases round each bias to input scale x weight scale in the fake-quant
+    model too: the exported int32 values times their scale give back the PyTorch biases, and
+    ONNX Runtime without its fusions computes what PyTorch does."""
+    x = torch.randn(64, 1, 16, 16)
+    q = prepare_qat(_student(), SCHEMES[scheme])
+    calibrate(q, [x[:32], x[32:]])
+    biased = [m for m in q.modules() if isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None]
+    assert biased and all(type(m.parametrizations.bias[0]).__name__ == "BiasFakeQuant"
+                          for m in biased)  # fmt: skip
+    freeze(q)
+    q.eval()
+    path = tmp_path / "m.onnx"
+    proto = export_onnx(q, x[:1], path, scheme=get_scheme(scheme))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    stored = [
+        (inits[n.input[0]].astype(np.float64) * inits[n.input[1]]).astype(np.float32)
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear" and inits.get(n.input[0], np.zeros(0)).dtype == np.int32
+    ]
+    assert len(stored) == len(biased)
+    torch_biases = sorted(float(b) for m in biased for b in m.bias.detach().flatten())
+    onnx_biases = sorted(float(b) for s in stored for b in s.flatten())
+    np.testing.assert_allclose(onnx_biases, torch_biases, rtol=1e-5, atol=1e-7)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    xi = x[:1] if get_scheme(scheme).static_shapes else x
+    out = session.run(None, {"input": xi.numpy()})[0]
+    with torch.no_grad():
+        ref = q(xi).numpy()
+    assert np.abs(out - ref).max() <= 1e-4 * (ref.max() - ref.min())

@@ -110,3 +110,20 @@ class WeightFakeQuant(nn.Module):
 
     def freeze(self) -> None:
         self.frozen = True
+
+
+class BiasFakeQuant(nn.Module):
+    """A bias rounded as the runtime stores it: int32 at input scale x weight scale (per output
+    channel), used as a parametrization. Straight-through gradient; off while the input quantizer
+    observes (its scale is not known yet) or while either quantizer is switched off."""
+
+    def __init__(self, act: ActFakeQuant, weight: WeightFakeQuant):
+        super().__init__()
+        self._quantizers = (act, weight)  # a tuple: they are the model's modules, not this one's
+
+    def forward(self, b: torch.Tensor) -> torch.Tensor:
+        act, weight = self._quantizers
+        if act.observing or not (act.enabled and weight.enabled):
+            return b
+        scale = act.scale * weight.scale
+        return b + (torch.round(b / scale) * scale - b).detach()

@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from edgekd.errors import BadInput
-from edgekd.quant.fakequant import ActFakeQuant, WeightFakeQuant
+from edgekd.quant.fakequant import ActFakeQuant, BiasFakeQuant, WeightFakeQuant
 from edgekd.quant.scheme import QuantScheme
 
 _QUANTIZABLE = (nn.Conv2d, nn.Linear)
@@ -277,6 +277,8 @@ def prepare_qat(
                     u.replace_input_with(out, q)
     if not scheme.quantize_outputs:
         _quantize_residuals(gm, quantized, quantize_for)
+    if scheme.int32_bias:
+        _quantize_biases(gm)
     if count == 0 and not keep_float:
         raise BadInput("the student has no Conv2d or Linear layer to quantize")
     graph.lint()
@@ -369,37 +371,63 @@ def placement_summary(model: fx.GraphModule) -> dict[str, dict[str, int]]:
     return {kind: dict(c) for kind, c in sorted(counts.items())}
 
 
+def _act_quant(gm: fx.GraphModule, node: object) -> ActFakeQuant | None:
+    mod = _module(gm, node) if isinstance(node, fx.Node) else None
+    return mod if isinstance(mod, ActFakeQuant) else None
+
+
+def _input_quantizer(gm: fx.GraphModule, node: fx.Node) -> ActFakeQuant | None:
+    """The activation quantizer whose values ``node`` (a layer) reads, through ops that keep
+    values; None when its input is float."""
+    src = node.args[0]
+    while _act_quant(gm, src) is None and isinstance(src, fx.Node) and _is_transparent(gm, src):
+        src = src.args[0]
+    return _act_quant(gm, src)
+
+
+def _weight_quantizer(mod: nn.Module) -> WeightFakeQuant:
+    return next(p for p in mod.parametrizations.weight if isinstance(p, WeightFakeQuant))
+
+
 def layer_quantizers(gm: fx.GraphModule, scheme: QuantScheme) -> dict[str, list[nn.Module]]:
     """Each quantized layer's own quantizers, in execution order: its weights', the activation
     quantizer on its input (through ops that keep values) and, where ``scheme`` quantizes
     outputs, those on its output (after a fused activation). Quantizers on other ops (residual
-    Adds, qnn's every op) belong to no layer."""
-
-    def act_quant(node: object) -> ActFakeQuant | None:
-        mod = _module(gm, node) if isinstance(node, fx.Node) else None
-        return mod if isinstance(mod, ActFakeQuant) else None
-
+    Adds, qnn's every op) belong to no layer. (A layer's int32 bias follows its input and weight
+    quantizers.)"""
     out: dict[str, list[nn.Module]] = {}
     for node in gm.graph.nodes:
         mod = _module(gm, node)
         if not isinstance(mod, _QUANTIZABLE) or not parametrize.is_parametrized(mod, "weight"):
             continue
-        own: list[nn.Module] = [
-            p for p in mod.parametrizations.weight if isinstance(p, WeightFakeQuant)
-        ]
-        src = node.args[0]
-        while act_quant(src) is None and isinstance(src, fx.Node) and _is_transparent(gm, src):
-            src = src.args[0]
-        own += [q for q in (act_quant(src),) if q is not None]
+        own: list[nn.Module] = [_weight_quantizer(mod)]
+        own += [q for q in (_input_quantizer(gm, node),) if q is not None]
         if not scheme.quantize_outputs:
             out[node.target] = own
             continue
         tail = node
         if len(node.users) == 1 and is_fused_activation(gm, next(iter(node.users))):
             tail = next(iter(node.users))
-        own += [q for q in map(act_quant, tail.users) if q is not None]
+        own += [q for q in (_act_quant(gm, u) for u in tail.users) if q is not None]
         out[node.target] = own
     return out
+
+
+def _quantize_biases(gm: fx.GraphModule) -> None:
+    """Round each quantized layer's bias as the runtime stores it: int32 at input scale x weight
+    scale (ONNX Runtime's QLinearConv/QGemm), so that QAT trains what the runtime computes."""
+    for node in gm.graph.nodes:
+        mod = _module(gm, node)
+        if (
+            not isinstance(mod, _QUANTIZABLE)
+            or mod.bias is None
+            or not parametrize.is_parametrized(mod, "weight")
+        ):
+            continue
+        act = _input_quantizer(gm, node)
+        if act is not None:
+            bias = BiasFakeQuant(act, _weight_quantizer(mod))
+            parametrize.register_parametrization(mod, "bias", bias)
 
 
 def act_quantizers(model: nn.Module) -> list[ActFakeQuant]:
@@ -421,8 +449,10 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     model.train(was_training)
 
 
-def freeze(model: nn.Module) -> None:
-    """Fix every weight scale at its current value, as export needs constants."""
+def freeze(model: nn.Module, biases: bool = True) -> None:
+    """Fix every weight scale at its current value and, with ``biases``, store each rounded
+    int32-style bias as a plain bias, as export needs constants (without: the state_dict keeps
+    the layout of :func:`prepare_qat`'s model, to be loaded into one)."""
     for m in model.modules():
         if parametrize.is_parametrized(m, "weight"):
             for p in m.parametrizations.weight:
@@ -430,3 +460,6 @@ def freeze(model: nn.Module) -> None:
                     p.frozen = False
                     _ = m.weight  # recompute the scale from the current weights
                     p.freeze()
+        if biases and parametrize.is_parametrized(m, "bias"):
+            with torch.no_grad():
+                parametrize.remove_parametrizations(m, "bias", leave_parametrized=True)
