@@ -88,7 +88,7 @@ from edgekd.runners.remote import SshSession, SshTarget
 from edgekd.targets import Target, load_target
 from edgekd.validate import accuracy, agreement, gate, per_class_accuracy, run_models
 
-PARITY_SAMPLES = 256
+PARITY_SAMPLES = 256  # validation samples, drawn at random (seeded), that export's parity uses
 PARITY_AGREEMENT = 0.98  # below this top-1 agreement with the fake-quant student, export warns
 # Fewest calibration images accepted. A per-tensor range found on fewer rests on a handful of
 # images (layers near the output see only a few values per image), so one atypical image sets the
@@ -618,7 +618,8 @@ def export(ctx: Context) -> None:
         export_onnx(teacher, sample, run.teacher_onnx, metadata=meta)
     student = ctx.trained_student()
     export_onnx(student, sample, run.student_fp32_onnx, metadata=meta)
-    x = data.val.x[:PARITY_SAMPLES]
+    g = torch.Generator().manual_seed(ctx.cfg.seed)  # class-sorted data: a sample of every class
+    x = data.val.x[torch.randperm(len(data.val), generator=g)[:PARITY_SAMPLES].sort().values]
     record: dict[str, Any] = {
         "opset": 17,
         "student_fp32": _parity(run.student_fp32_onnx, student, x),
