@@ -11,7 +11,9 @@ photographs (``load_sample_images``), so that colour and background carry no lab
 Teacher: torchvision ResNet-18 (``pretrained=False``) trained here on labels. Students: every
 corpus architecture (``tests/corpus.py``) given with ``--student``, distilled once (kd), then per
 scheme (onnxruntime: host-cpu, tensorrt: jetson-orin-nano-8gb, qnn: android-snapdragon-8gen3) a
-PTQ row and a QAT row with the same schedule, each exported and validated by edgekd. Columns:
+PTQ row and a QAT row with the same schedule, each exported and validated by edgekd (the
+per-layer sensitivity pass and the mixed-precision plan are off: their time would double the
+run). Columns:
 whether trace/export/lint passed, the TensorRT Q/DQ lint count, the fraction of MACs ONNX Runtime
 runs in integer kernels after its own graph optimizations, fp32 / PTQ / QAT accuracy on the
 validation split, and INT8 / fp32 p90 on ONNX Runtime CPU measured side by side in edgekd's
@@ -19,7 +21,7 @@ interleaved rounds (this host: for the tensorrt and qnn rows it is the scheme's 
 CPU, not the device). A row that fails records its one-line error and the table goes on.
 
 Usage: python bench/zoo.py [--size 96] [--train 3000] [--val 1000] [--teacher-epochs 6]
-                           [--epochs 6] [--qat-epochs 2] [--students a,b] [--schemes a,b]
+                           [--epochs 3] [--qat-epochs 1] [--students a,b] [--schemes a,b]
                            [--threads 2] [--out bench-out/zoo]
 Rows already built are reused: delete a row's folder under --out to rebuild it.
 """
@@ -163,7 +165,8 @@ def row(base: Path, out: Path, target: Path, qat_epochs: int) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         keep = shutil.ignore_patterns("*.onnx", "*.ort", "student_qat.pt", "quantize*", "report*")
         shutil.copytree(base, out, ignore=keep)
-        run_stage("quantize", out, {"target": str(target), "qat_epochs": qat_epochs})
+        changes = {"target": str(target), "qat_epochs": qat_epochs, "sensitivity": False}
+        run_stage("quantize", out, changes)
         run_stage("export", out)
         run_stage("validate", out)
     report = json.loads(report_path.read_text())
@@ -192,7 +195,7 @@ def bench_student(args, student: str, data: Path, teacher: Path) -> dict:
                 student=f"{ROOT / 'tests' / 'corpus.py'}:{student}", data=str(data),
                 mean=MEAN, std=STD, target=str(short_target("host-cpu", args.out)),
                 epochs=args.epochs, qat_epochs=args.qat_epochs, batch_size=64, lr=2e-3,
-                max_accuracy_drop=100.0, cache_dir=str(args.out / "cache"),
+                max_accuracy_drop=100.0, cache_dir=str(args.out / "cache"), sensitivity=False,
             )  # fmt: skip
             t0 = time.perf_counter()
             run_in(open_run(cfg, base), "distill")
@@ -261,9 +264,12 @@ def main() -> None:
     p.add_argument("--train", type=int, default=3000)
     p.add_argument("--val", type=int, default=1000)
     p.add_argument("--teacher-epochs", type=int, default=6)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--qat-epochs", type=int, default=2)
-    default = ",".join(n for n in corpus.available() if n not in corpus.TEACHERS_ONLY)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--qat-epochs", type=int, default=1)
+    cheap_first = ("shufflenet_v2_x0_5", "mobilenet_v3_small", "mobilenetv3_small_100", "convnet",
+                   "mobilenet_v2", "efficientnet_lite0", "regnet_x_400mf", "mobilenet_v3_large",
+                   "efficientnet_b0", "resnet18")  # fmt: skip
+    default = ",".join(n for n in cheap_first if n in corpus.available())
     p.add_argument("--students", default=default)
     p.add_argument("--schemes", default=",".join(SCHEMES))
     p.add_argument("--threads", type=int, default=2)
