@@ -187,7 +187,8 @@ def gate(
                 p90 < fp32,
                 "int8_pays",
                 f"student_int8 p90 {p90:.3f} ms is not faster than its float twin student_fp32 "
-                f"({fp32:.3f} ms) on {latency[deployed].where}: INT8 costs accuracy and buys nothing",
+                f"({fp32:.3f} ms) on {latency[deployed].where}: INT8 costs accuracy and buys nothing "
+                "(--keep-float auto keeps the layers whose INT8 kernels are slower in float)",
             )
     else:
         gates.skipped.append(

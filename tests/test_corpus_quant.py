@@ -31,7 +31,7 @@ from edgekd.quant.prepare import (
 )
 from edgekd.quant.scheme import get_scheme
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.zoo]
 MODELS = [n for n in corpus.available() if n not in ("resnet50", "mobilenet_v3_large")]
 needs_zoo = pytest.mark.skipif(not corpus.has("torchvision"), reason="torchvision not installed")
 

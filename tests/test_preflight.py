@@ -212,6 +212,7 @@ TARGETS = {
 }
 
 
+@pytest.mark.zoo
 @pytest.mark.skipif(not corpus.has("torchvision"), reason="needs a working torchvision")
 @pytest.mark.parametrize("scheme", sorted(TARGETS))
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "efficientnet_lite0"])

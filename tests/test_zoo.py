@@ -16,6 +16,8 @@ from edgekd.models.sizing import check_student, size_student
 from edgekd.models.students import FAMILIES, StudentSpec, build_student, get_family
 from edgekd.targets import load_target
 
+pytestmark = pytest.mark.zoo  # the families from torchvision and timm run where they import
+
 # torchvision's resnet18 with 10 classes (checked against the real one below when it imports)
 RESNET18_PARAMS = 11_181_642
 RESNET18_MACS = {32: 37_016_576, 224: 1_813_566_464}
