@@ -200,15 +200,15 @@ def size_student(
     teacher_macs: int | None = None,
 ) -> SizingDecision:
     """The best student (by the module's accuracy proxy) within ``target``'s budgets and at least
-    ``min_compression`` times smaller than the teacher: in parameters, and in multiply-accumulates
-    when ``teacher_macs`` (at the same input shape) is known (None or 0: not known, e.g. a
-    teacher whose convolutions are not ``nn`` modules).
+    ``min_compression`` times smaller than the teacher in parameters, and with no more
+    multiply-accumulates than the teacher when ``teacher_macs`` (at the same input shape) is known
+    (None or 0: not known, e.g. a teacher whose convolutions are not ``nn`` modules).
 
     ``family`` is one family's name, or ``"auto"`` for every family that imports here (the others
     are listed in :attr:`SizingDecision.unavailable`; ``convnet`` always imports).
     """
     max_params = min(target.budgets.max_params, int(teacher_params / min_compression))
-    max_macs = int(teacher_macs / min_compression) if teacher_macs else None
+    max_macs = teacher_macs or None  # never more compute than the teacher
     missing = unavailable()
     names = [n for n in FAMILIES if n not in missing] if family == AUTO else [family]
     shape = tuple(input_shape)
@@ -243,7 +243,9 @@ def size_student(
         f"teacher {teacher_params:,} / {min_compression:g})",
         f"MACs {best.macs:,} at {'x'.join(map(str, shape))}"
         + (
-            f" <= {max_macs:,} (teacher {teacher_macs:,} / {min_compression:g})" if max_macs else ""
+            f" <= {max_macs:,} (the teacher's: a student never costs more compute)"
+            if max_macs
+            else ""
         ),
         f"model {best.model_mb:.3f} MB ({deploy_precision(target)}) <= {target.budgets.max_model_mb} MB",
         latency,
@@ -282,7 +284,7 @@ def check_student(
     """The sizing record of a student the user gave (``--student``): its estimate on ``target``
     and, as warnings, every budget it breaks (the run goes on: the user chose it)."""
     max_params = min(target.budgets.max_params, int(teacher_params / min_compression))
-    max_macs = int(teacher_macs / min_compression) if teacher_macs else None
+    max_macs = teacher_macs or None  # never more compute than the teacher
     prof = profile(model, tuple(input_shape))
     c = assess(StudentSpec(f"user: {label}", 1.0, 1.0), prof, target, max_params, max_macs)
     estimate_ = c.to_dict()
