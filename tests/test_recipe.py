@@ -43,7 +43,8 @@ def test_bn_momentum_while_training_then_the_models_own() -> None:
 def test_weight_decay_skips_norms_and_biases() -> None:
     model = _student(0.1)
     params = list(model.parameters())
-    decayed, plain = _param_groups(params, TrainConfig(epochs=1, lr=1e-3, weight_decay=0.05))
+    cfg = TrainConfig(epochs=1, lr=1e-3, weight_decay=0.05, decay_norm_and_bias=False)
+    decayed, plain = _param_groups(params, cfg)
     assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
     convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert {id(p) for p in decayed["params"]} == {id(m.weight) for m in convs}

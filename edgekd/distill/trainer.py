@@ -53,7 +53,9 @@ class TrainConfig:
     # torchvision's MobileNets and EfficientNets use 0.01 (tuned for long ImageNet runs): in a
     # short schedule their running statistics stay near initialisation and eval is at chance.
     bn_momentum: float | None = 0.1
-    decay_norm_and_bias: bool = False  # weight decay on BatchNorm/LayerNorm affines and biases
+    # weight decay on BatchNorm/LayerNorm affines and biases too: without it the bundled example's
+    # student lost 0.9 pt (fp32 91.2 vs 92.1 %), and MobileNetV2 gained nothing outside the noise
+    decay_norm_and_bias: bool = True
     # After each epoch, BatchNorm statistics recomputed (exact average) over this many training
     # samples; 0: keep the running averages, which lag the weights in a short schedule.
     bn_recalibration: int = 1024
