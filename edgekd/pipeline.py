@@ -236,7 +236,7 @@ class Context:
         if spec is None:
             sizing = self.run.record("sizing")
             spec = StudentSpec(sizing["family"], sizing["width"], sizing["depth"])
-        return build_student(spec, self.data.channels, self.data.num_classes)
+        return build_student(spec, self.data.channels, self.data.num_classes, max(self.data.size))
 
     def trained_student(self) -> nn.Module:
         self.run.need(self.run.student_pt)

@@ -12,7 +12,7 @@ from torch import nn
 from edgekd.errors import BadInput
 from edgekd.models.profile import profile
 from edgekd.models.sizing import size_student
-from edgekd.models.students import StudentSpec, build_student, candidates
+from edgekd.models.students import StudentSpec, build_student, candidates, stem_halvings
 from edgekd.targets import list_targets, load_target
 
 
@@ -75,3 +75,16 @@ def test_impossible_budget_is_bad_input(tmp_path: Path) -> None:
     tiny = replace(target, budgets=replace(target.budgets, max_params=100))
     with pytest.raises(BadInput, match="no convnet student meets the budgets of target host-cpu"):
         size_student(tiny, (1, 28, 28), 10, teacher_params=1_000_000)
+
+
+def test_convnet_stem_downsamples_large_inputs() -> None:
+    """At 224 pixels the convnet's stem brings the first stage to 28 (3 halvings): without it a
+    width-1.25 convnet costs ~1.6 GMAC, nearly a ResNet-18; at 28 pixels nothing changes."""
+    spec = StudentSpec("convnet", 1.25, 2.0)
+    assert [stem_halvings(s) for s in (28, 32, 33, 64, 96, 224)] == [0, 0, 1, 1, 2, 3]
+    small = build_student(spec, 3, 10, 28)
+    assert small.state_dict().keys() == build_student(spec, 3, 10).state_dict().keys()
+    assert profile(small, (3, 28, 28)).macs == profile(build_student(spec, 3, 10), (3, 28, 28)).macs
+    big = build_student(spec, 3, 10, 224)
+    assert big.features(torch.zeros(1, 3, 224, 224)).shape[-2:] == (7, 7)
+    assert profile(big, (3, 224, 224)).macs < profile(small, (3, 224, 224)).macs / 40

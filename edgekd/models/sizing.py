@@ -112,7 +112,7 @@ def _profile(
     spec: StudentSpec, input_shape: tuple[int, int, int], num_classes: int
 ) -> ModelProfile:
     with torch.device("meta"):  # shapes only: no weights initialised, nothing computed
-        model = build_student(spec, input_shape[0], num_classes)
+        model = build_student(spec, input_shape[0], num_classes, max(input_shape[1:]))
     return profile(model, input_shape)
 
 

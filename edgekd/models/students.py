@@ -11,6 +11,7 @@ hardsigmoid of squeeze-excitation do not.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -40,28 +41,49 @@ def _channels(base: int, width: float) -> int:
     return max(8, int(round(base * width / 8)) * 8)
 
 
-def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
+
+
+def stem_halvings(input_size: int | None) -> int:
+    """How often the convnet's stem halves an input of ``input_size`` pixels (the larger side),
+    so that its first stage runs at 32 pixels or less: none for MNIST/CIFAR sizes, three at 224
+    (a stride-2 convolution, then max-pools: the stride-8 stem of the published edge networks)."""
+    if not input_size or input_size <= 32:
+        return 0
+    return math.ceil(math.log2(input_size / 32))
 
 
 class ConvNet(nn.Module):
     """VGG-style CNN: a stem, then stages that halve the resolution, then pool and a linear head.
 
     ``width`` scales the channels (16, 32, 64 at 1.0); ``depth`` scales the convolutions per stage
-    (2 at 1.0). Plain Conv-BN-ReLU and max-pooling: every op has an integer kernel in ONNX Runtime
+    (2 at 1.0). Inputs larger than 32 pixels are downsampled in the stem (:func:`stem_halvings`):
+    at full resolution a 224x224 input would cost more compute than a ResNet-18. Plain Conv-BN-ReLU and max-pooling: every op has an integer kernel in ONNX Runtime
     and TensorRT, so the whole network can run in INT8.
     """
 
     base_widths = (16, 32, 64)
     base_depth = 2
 
-    def __init__(self, in_channels: int, num_classes: int, width: float = 1.0, depth: float = 1.0):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        width: float = 1.0,
+        depth: float = 1.0,
+        input_size: int | None = None,
+    ):
         super().__init__()
         blocks = max(1, int(round(self.base_depth * depth)))
         widths = [_channels(b, width) for b in self.base_widths]
-        layers: list[nn.Module] = [_conv_bn_relu(in_channels, widths[0])]
+        halvings = stem_halvings(input_size)
+        layers: list[nn.Module] = [_conv_bn_relu(in_channels, widths[0], 2 if halvings else 1)]
+        layers += [nn.MaxPool2d(2) for _ in range(halvings - 1)]
         cin = widths[0]
         for i, cout in enumerate(widths):
             if i > 0:
@@ -242,9 +264,16 @@ def get_family(name: str) -> Family:
     return FAMILIES[name]
 
 
-def build_student(spec: StudentSpec, in_channels: int, num_classes: int) -> nn.Module:
-    """Instantiate ``spec`` for the given input channels and class count."""
-    return get_family(spec.family).build(in_channels, num_classes, spec.width, spec.depth)
+def build_student(
+    spec: StudentSpec, in_channels: int, num_classes: int, input_size: int | None = None
+) -> nn.Module:
+    """Instantiate ``spec`` for the given input channels, class count and input size (the larger
+    side, in pixels). The published families keep the stems their papers give; only ``convnet``
+    adapts its stem to the input size."""
+    fam = get_family(spec.family)
+    if fam.build is ConvNet:
+        return ConvNet(in_channels, num_classes, spec.width, spec.depth, input_size)
+    return fam.build(in_channels, num_classes, spec.width, spec.depth)
 
 
 def candidates(family: str = "convnet") -> list[StudentSpec]:
