@@ -491,7 +491,7 @@ def diff(
     as_json: Json = False,
 ) -> None:
     """Per-layer drift of the INT8 model in ONNX Runtime from the fake-quant student (logs/drift.json)."""
-    from edgekd.quant.drift import diff_run
+    from edgekd.diff import diff_run
 
     result = _guard(diff_run, run, samples=samples, top=top)
     saved = run / "logs" / "drift.json"
@@ -636,7 +636,7 @@ def build_engine_(
 def report(run: Run) -> None:
     """Rewrite report.md and report.html from RUN/report.json; the exit code follows the saved
     gates."""
-    from edgekd.report import regenerate
+    from edgekd.report_files import regenerate
 
     saved = _guard(regenerate, run)
     typer.echo(f"wrote {run / 'report.md'} and {run / 'report.html'}", err=True)

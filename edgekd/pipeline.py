@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from edgekd import __version__
-from edgekd.atomic import sha256, write_bytes, write_json, write_text, write_with
+from edgekd.atomic import sha256, write_bytes, write_json, write_with
 from edgekd.config import CompressConfig
 from edgekd.data import Dataset, Split, calibration_set, load_dataset, load_unlabeled
 from edgekd.distill.augment import make_augment
@@ -57,7 +57,6 @@ from edgekd.preflight import preflight
 from edgekd.progress import log
 from edgekd.quant.calibrators import get_calibrator
 from edgekd.quant.coverage import ort_coverage, tensorrt_coverage
-from edgekd.quant.drift import saved_drift
 from edgekd.quant.mixed import speed_plan
 from edgekd.quant.prepare import (
     calibrate,
@@ -78,8 +77,8 @@ from edgekd.quant.sensitivity import (
     score,
 )
 from edgekd.quant.weight_bits import default_weight_bits, weight_qmax
-from edgekd.report import SCHEMA_VERSION, render_markdown
-from edgekd.report_html import render_html
+from edgekd.report import SCHEMA_VERSION
+from edgekd.report_files import write_reports
 from edgekd.roofline import load_cost, try_roofline
 from edgekd.run import RunDir
 from edgekd.runners.device_runner import x86_int8_dot
@@ -820,12 +819,10 @@ def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
         },
     }
     report["config"] = cfg.to_dict()
-    drift = saved_drift(run)  # from `edgekd diff`, when it describes the current INT8 model
+    drift = run.saved_drift()  # from `edgekd diff`, when it describes the current INT8 model
     if drift is not None:
         report["drift"] = drift
-    write_json(run.report_json, report)
-    write_text(run.report_md, render_markdown(report))
-    write_text(run.report_html, render_html(report))
+    write_reports(run, report)
     return report
 
 

@@ -7,7 +7,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgekd.atomic import write_text
 from edgekd.errors import BadInput
 
 MODELS = ("teacher", "student_fp32", "student_int8")
@@ -271,19 +270,3 @@ def environment_line(env: dict[str, Any]) -> str:
     return (
         f"Measured on: {env.get('where', 'local')}: " + ", ".join(str(p) for p in parts if p) + "."
     )
-
-
-def regenerate(run_dir: str | Path) -> dict[str, Any]:
-    """Rewrite ``report.md`` and ``report.html`` from a run folder's ``report.json``; return it."""
-    from edgekd.report_html import render_html
-
-    report = load_report(run_dir)
-    path = Path(run_dir) / "report.json"
-    try:
-        markdown = render_markdown(report)
-        html = render_html(report)
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise BadInput(f"{path}: not a readable edgekd report ({type(e).__name__}: {e})") from None
-    write_text(path.parent / "report.md", markdown)
-    write_text(path.parent / "report.html", html)
-    return report

@@ -70,6 +70,18 @@ class RunDir:
     def save_record(self, stage: str, data: dict[str, Any]) -> None:
         write_json(self.logs / f"{stage}.json", data)
 
+    def int8_fingerprints(self) -> dict[str, str]:
+        """sha256 of the fake-quant student and the INT8 ONNX model: what a drift record describes."""
+        return {p.name: sha256(p) for p in (self.student_qat_pt, self.student_int8_onnx)}
+
+    def saved_drift(self) -> dict[str, Any] | None:
+        """``logs/drift.json`` (from ``edgekd diff``) if it describes the current student_qat.pt
+        and INT8 model."""
+        record = self.record("drift")
+        if record is None or not (self.student_qat_pt.exists() and self.student_int8_onnx.exists()):
+            return None
+        return record if record.get("artifacts") == self.int8_fingerprints() else None
+
     def checkpoint(self, stage: str) -> Path:
         return self.logs / f"{stage}.ckpt"
 

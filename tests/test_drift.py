@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 
 from edgekd.cli import app
 from edgekd.config import CompressConfig
+from edgekd.diff import diff_run
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models.students import StudentSpec, build_student
 from edgekd.pipeline import Context, compress, run_stage
-from edgekd.quant.drift import diff_run, layer_drift, saved_drift, tensorrt_status
+from edgekd.quant.drift import layer_drift, tensorrt_status
 from edgekd.quant.fakequant import ActFakeQuant
 from edgekd.quant.prepare import calibrate, freeze, prepare_qat
 from edgekd.quant.scheme import SCHEMES
@@ -145,7 +146,7 @@ def test_a_layer_matches_hooks_and_an_extracted_model_file(
 
 
 def test_report_picks_up_the_drift(run: Path, drift: dict) -> None:
-    assert saved_drift(RunDir(run)) == json.loads((run / "logs" / "drift.json").read_text())
+    assert RunDir(run).saved_drift() == json.loads((run / "logs" / "drift.json").read_text())
     report = run_stage("validate", run)
     assert report["drift"]["top"] == drift["top"]
     saved = json.loads((run / "report.json").read_text())
@@ -175,11 +176,11 @@ def test_planted_drift_is_named_first(run: Path, drift: dict, tmp_path: Path, in
     copy = _copy(run, tmp_path)
     module = drift["layers"][index]["module"]
     _plant(copy, module, 1.5)
-    assert saved_drift(RunDir(copy)) is None  # the saved record describes the unplanted model
+    assert RunDir(copy).saved_drift() is None  # the saved record describes the unplanted model
     planted = diff_run(copy, samples=SAMPLES)
     assert planted["top"][0] == module
     assert planted["logits"]["max_abs_diff"] > 10 * drift["logits"]["max_abs_diff"]
-    assert saved_drift(RunDir(copy)) is not None
+    assert RunDir(copy).saved_drift() is not None
 
 
 def test_cli_prints_the_top_layers(run: Path, tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ import pytest
 from engine_layers import HALF_GEMM, INT8_CONV
 
 from edgekd.errors import BadInput
-from edgekd.report import MODELS, SCHEMA_VERSION, load_schema, regenerate, render_markdown
+from edgekd.report import MODELS, SCHEMA_VERSION, load_schema, render_markdown
+from edgekd.report_files import regenerate
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "runs" / "example" / "report.json"

@@ -17,7 +17,6 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,14 +27,9 @@ from onnx import shape_inference, utils
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
-from edgekd.atomic import sha256
 from edgekd.errors import BadInput
-from edgekd.export.lint import load_onnx
-from edgekd.progress import log
 from edgekd.quant.fakequant import ActFakeQuant
 from edgekd.quant.prepare import is_fused_activation
-from edgekd.run import RunDir
-from edgekd.targets import Target
 
 LAYER_OPS = ("Conv", "Gemm")
 CPU = "CPUExecutionProvider"
@@ -333,53 +327,3 @@ def layer_drift(
         "logits": {**logits.metrics(), "top1_agreement": same / total},
         "tensorrt": tensorrt_status(),
     }
-
-
-def _check_files(run: RunDir, target: Target) -> None:
-    """BadInput naming the missing file and the command that makes it."""
-    root = run.root
-    if target.quant_scheme == "none":
-        raise BadInput(
-            f"{run.student_int8_onnx} is missing: target {target.name} runs {target.precision} "
-            "without an INT8 model, so there is no quantization drift to triage"
-        )
-    if not run.student_qat_pt.exists():
-        raise BadInput(f"{run.student_qat_pt} is missing; run edgekd quantize {root} to make it")
-    if not run.student_int8_onnx.exists():
-        raise BadInput(f"{run.student_int8_onnx} is missing; run edgekd export {root} to make it")
-
-
-def _fingerprints(run: RunDir) -> dict[str, str]:
-    return {p.name: sha256(p) for p in (run.student_qat_pt, run.student_int8_onnx)}
-
-
-def diff_run(run_dir: str | Path, samples: int = 256, top: int = 5) -> dict[str, Any]:
-    """Drift of a run folder's INT8 ONNX model (ONNX Runtime, as deployed) from its fake-quant
-    student on the first ``samples`` validation samples; saved as ``logs/drift.json``."""
-    from edgekd.pipeline import Context  # here: the pipeline imports this module
-
-    if samples < 1 or top < 1:
-        raise BadInput(f"--samples and --top must be 1 or more (got {samples} and {top})")
-    run = RunDir(run_dir)
-    ctx = Context(run.config(), run)
-    target = ctx.target
-    _check_files(run, target)
-    model = load_onnx(run.student_int8_onnx)
-    student = ctx.qat_student()
-    x = ctx.data.val.x[:samples]
-    available = set(ort.get_available_providers())
-    providers = [p for p in target.execution_providers if p in available] or [CPU]
-    log(f"diff: {run.student_int8_onnx.name} in ONNX Runtime vs the fake-quant student")
-    result = layer_drift(student, model, x, top=top, providers=providers)
-    record = {"scheme": target.quant_scheme, **result, "artifacts": _fingerprints(run)}
-    run.save_record("drift", record)
-    run.write_manifest()
-    return record
-
-
-def saved_drift(run: RunDir) -> dict[str, Any] | None:
-    """``logs/drift.json`` if it describes the run's current student_qat.pt and INT8 model."""
-    record = run.record("drift")
-    if record is None or not (run.student_qat_pt.exists() and run.student_int8_onnx.exists()):
-        return None
-    return record if record.get("artifacts") == _fingerprints(run) else None
