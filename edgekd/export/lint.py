@@ -2,7 +2,7 @@
 
 TensorRT quantizes explicitly: it reads the QuantizeLinear/DequantizeLinear (Q/DQ) nodes of the
 model and fuses them into integer kernels. :func:`lint_tensorrt` lists every place a model breaks
-its rules (DESIGN.md §4), each as a :class:`Violation` with a stable ``rule`` id:
+its rules, each as a :class:`Violation` with a stable ``rule`` id:
 
 ================================  ===============================================================
 rule                              the model breaks it when

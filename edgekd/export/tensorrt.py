@@ -9,7 +9,7 @@ one line. Both builders write the same three files next to each other:
 ``<name>.layers.json``  the engine inspector's per-layer information (detailed verbosity),
                         from which :func:`int8_coverage` tells how much of the compute runs INT8
 
-Decisions (DESIGN.md §4): on TensorRT >= 10 an INT8 model is built as a *strongly typed* network,
+Decisions: on TensorRT >= 10 an INT8 model is built as a *strongly typed* network,
 so the explicit Q/DQ nodes decide what runs in INT8 and the float parts keep the ONNX types; the
 INT8/FP16 builder flags are deprecated there (and gone in 11) and are set only for older TensorRT
 (Xavier's 8.5) or an FP16-only target (Nano's 8.2). DLA runs FP16/INT8 only, so a DLA build is
