@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from edgekd import __version__
+from edgekd._version import __version__
 from edgekd.atomic import sha256, write_bytes, write_json, write_with
 from edgekd.config import CompressConfig
 from edgekd.data import Dataset, Split, calibration_set, load_dataset, load_unlabeled

@@ -7,7 +7,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from edgekd import __version__
+from edgekd._version import __version__
 from edgekd.atomic import sha256, write_json, write_text
 from edgekd.config import CompressConfig, read_config
 from edgekd.config_file import config_toml

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd import __version__
+from edgekd._version import __version__
 from edgekd.atomic import sha256
 from edgekd.distill.features import FeatureTap
 from edgekd.errors import BadInput, EdgekdError
