@@ -381,7 +381,7 @@ def step_tensorrt_run(out: Path) -> Result:
     if importlib.util.find_spec("tensorrt") is None:
         return (
             "SKIP",
-            "skipped: TensorRT not installed (the device runner needs its Python module)",
+            "skipped: TensorRT not installed (the device bundle needs its Python module)",
             {},
         )
     run = need_models(out)
@@ -402,9 +402,9 @@ def step_tensorrt_run(out: Path) -> Result:
     print("$ " + shlex.join(cmd), flush=True)
     code = subprocess.run(cmd, check=False).returncode
     if code == 3:
-        return "SKIP", "the device runner lacks a module or library (see its error above)", {}
+        return "SKIP", "the device bundle lacks a module or library (see its error above)", {}
     if code != 0:
-        return "FAIL", f"the device runner exited {code} (see its error above)", {}
+        return "FAIL", f"the device bundle exited {code} (see its error above)", {}
     result = json.loads((work / "result.json").read_text())
     with OrtRunner(model, (CPU_EP,), threads=0) as cpu:
         agree = agreement(np.load(work / "logits.npy"), cpu.predict(x))
