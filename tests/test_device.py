@@ -246,6 +246,16 @@ def test_builder_says_when_tensorrt_is_absent(tmp_path: Path) -> None:
         device_trt.build_engine(str(_model(tmp_path / "m.onnx", 1)), {})
 
 
+def test_local_engine_says_when_tensorrt_is_absent(tmp_path: Path) -> None:
+    """A TensorRT runner here without TensorRT: one line, and nothing left behind."""
+    if HAS_TENSORRT:
+        pytest.skip("TensorRT is installed here")
+    runner = TrtRunner(_model(tmp_path / "m.onnx", 1), load_target("jetson-orin-nano-8gb"))
+    with pytest.raises(BadInput, match="m.onnx on TensorRT: the python module tensorrt is not"):
+        runner.__enter__()
+    assert runner._tmp is None and runner.model is None
+
+
 @pytest.mark.tensorrt
 @pytest.mark.skipif(not HAS_TENSORRT, reason="needs TensorRT and a CUDA GPU")
 def test_local_engine_agrees_with_onnx_runtime(tmp_path: Path) -> None:

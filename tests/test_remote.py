@@ -174,7 +174,7 @@ def test_connect_timeout(digits_run: Path, sshd: Sshd) -> None:
 
 
 def test_step_timeout(sshd: Sshd, digits_run: Path, fast_target: Path, tmp_path: Path) -> None:
-    """A latency run longer than --timeout: one line, exit 8 (the device runner stops on EOF)."""
+    """A latency run longer than --timeout: one line, exit 8 (the device command stops on EOF)."""
     slow = tmp_path / "slow.toml"
     slow.write_text(fast_target.read_text().replace("min_duration_s = 0.05", "min_duration_s = 60"))
     result = cli(

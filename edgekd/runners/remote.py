@@ -411,7 +411,7 @@ class RemoteRunner(Runner):
             self.session.close()
 
     def _run(self, x: np.ndarray, what: str, extra: list[str]) -> tuple[dict[str, Any], Path]:
-        """Run the device runner on ``x``; (its result, the local folder its files came to)."""
+        """Run the device command on ``x``; (its result, the local folder its files came to)."""
         s = self.session
         assert s.local is not None
         local = Path(tempfile.mkdtemp(dir=s.local))
