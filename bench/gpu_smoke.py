@@ -265,7 +265,7 @@ def ort_placement(path: Path, x: Any, prefix: Path) -> Counter:
 def step_ort_cuda(out: Path) -> Result:
     import onnxruntime as ort
 
-    from edgekd.runners.onnxruntime import OrtRunner
+    from edgekd.runners.ort_runner import OrtRunner
 
     run = need_models(out)
     if run is None:
@@ -370,18 +370,18 @@ def step_tensorrt_build(out: Path) -> Result:
 
 
 def step_tensorrt_run(out: Path) -> Result:
-    """The device runner (what validate --remote runs on a Jetson), here: build, infer, time."""
+    """The device bundle (what validate --remote runs on a Jetson), here: build, infer, time."""
     import numpy as np
 
-    from edgekd.export.tensorrt import _kept_float, for_target
-    from edgekd.runners import device_runner
-    from edgekd.runners.onnxruntime import OrtRunner
+    from edgekd.export.tensorrt import config_for_model
+    from edgekd.runners.bundle import build_bundle
+    from edgekd.runners.ort_runner import OrtRunner
     from edgekd.targets import load_target
 
     if importlib.util.find_spec("tensorrt") is None:
         return (
             "SKIP",
-            "skipped: TensorRT not installed (the device runner needs its Python module)",
+            "skipped: TensorRT not installed (the device bundle needs its Python module)",
             {},
         )
     run = need_models(out)
@@ -391,20 +391,20 @@ def step_tensorrt_run(out: Path) -> Result:
     work.mkdir(parents=True, exist_ok=True)
     model = work / "student_int8.onnx"
     shutil.copyfile(run / "student_int8.onnx", model)
-    build = asdict(for_target(load_target(TARGET), kept_float=_kept_float(model)))
+    build = asdict(config_for_model(model, load_target(TARGET)))
     (work / "build.json").write_text(json.dumps(build))
     x = val_inputs(run)
     np.save(work / "x.npy", x)
-    cmd = [sys.executable, device_runner.__file__, "run", str(model), "--runtime", "tensorrt",
+    cmd = [sys.executable, str(build_bundle(work)), "run", str(model), "--runtime", "tensorrt",
            "--build-config", str(work / "build.json"), "--input", str(work / "x.npy"),
            "--result", str(work / "result.json"), "--logits", str(work / "logits.npy"),
            "--latency", "--warmup", "50", "--min-queries", "256", "--min-duration", "1"]  # fmt: skip
     print("$ " + shlex.join(cmd), flush=True)
     code = subprocess.run(cmd, check=False).returncode
     if code == 3:
-        return "SKIP", "the device runner lacks a module or library (see its error above)", {}
+        return "SKIP", "the device bundle lacks a module or library (see its error above)", {}
     if code != 0:
-        return "FAIL", f"the device runner exited {code} (see its error above)", {}
+        return "FAIL", f"the device bundle exited {code} (see its error above)", {}
     result = json.loads((work / "result.json").read_text())
     with OrtRunner(model, (CPU_EP,), threads=0) as cpu:
         agree = agreement(np.load(work / "logits.npy"), cpu.predict(x))

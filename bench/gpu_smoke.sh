@@ -20,7 +20,7 @@
 #                   fall back to CPU, nodes must run on CUDA, top-1 must agree with CPU; plus
 #                   edgekd bench on a CUDA host profile, and the providers compress's validate used
 #   tensorrt-build  edgekd build-engine student_int8.onnx --target jetson-orin-nano-8gb: INT8 coverage
-#   tensorrt-run    the device runner (what validate --remote runs on a Jetson) builds, runs and
+#   tensorrt-run    the device bundle (what validate --remote runs on a Jetson) builds, runs and
 #                   times the engine here; top-1 must agree with ONNX Runtime CPU
 #   pytest          python -m pytest -m 'gpu or tensorrt' (skipped by default)
 #

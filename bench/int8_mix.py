@@ -33,7 +33,7 @@ from edgekd.quant.mixed import speed_plan
 from edgekd.quant.prepare import freeze, quantizable_layers
 from edgekd.quant.scheme import get_scheme
 from edgekd.quant.sensitivity import Probe, ptq
-from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.ort_runner import OrtRunner
 from edgekd.targets import load_target
 from edgekd.validate import time_interleaved
 

@@ -46,11 +46,11 @@ from onnxruntime.quantization import (
 )
 
 from edgekd.config import EXAMPLE_MEAN, EXAMPLE_STD, EXAMPLE_TEACHER, CompressConfig
+from edgekd.device.fingerprint import x86_int8_dot
 from edgekd.pipeline import Context, open_run, run_in, run_stage
 from edgekd.quant.calibrators import CALIBRATORS
 from edgekd.run import RunDir
-from edgekd.runners.device_runner import x86_int8_dot
-from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.ort_runner import OrtRunner
 from edgekd.validate import accuracy, agreement
 
 FASHION = "/usr/share/datasets/fashion-mnist"

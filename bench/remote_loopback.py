@@ -4,8 +4,9 @@ report with the device's fingerprint.
 
 The "device" is this machine reached over loopback: a real OpenSSH server (Debian's
 openssh-server) started in a temporary folder with fresh keys, and ``edgekd validate RUN
---remote`` copying the models and the device runner to it. The two validations run one after the
-other on the same 2 cores, so their latencies compare as well as two local runs do.
+--remote`` copying the models and the device bundle (edgekd_device.pyz) to it. The two
+validations run one after the other on the same 2 cores, so their latencies compare as well as
+two local runs do.
 
 Usage: python bench/remote_loopback.py [RUN] [--out bench-out/remote-loopback]
 """

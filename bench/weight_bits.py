@@ -22,9 +22,9 @@ import numpy as np
 import onnxruntime as ort
 from quant_table import edgekd_row
 
+from edgekd.device.fingerprint import cpu_model, x86_int8_dot
 from edgekd.pipeline import Context
 from edgekd.run import RunDir
-from edgekd.runners.device_runner import cpu_model, x86_int8_dot
 from edgekd.validate import accuracy
 
 LEVELS = {

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
+from edgekd.device.errors import Missing
+from edgekd.device.ort import choose_providers
 from edgekd.errors import BadInput
 from edgekd.export.lint import load_onnx
 from edgekd.pipeline import Context
 from edgekd.progress import log
-from edgekd.quant.drift import CPU, layer_drift
+from edgekd.quant.drift import layer_drift
 from edgekd.run import RunDir
 from edgekd.targets import Target
 
@@ -43,8 +43,10 @@ def diff_run(run_dir: str | Path, samples: int = 256, top: int = 5) -> dict[str,
     model = load_onnx(run.student_int8_onnx)
     student = ctx.qat_student()
     x = ctx.data.val.x[:samples]
-    available = set(ort.get_available_providers())
-    providers = [p for p in target.execution_providers if p in available] or [CPU]
+    try:
+        providers = choose_providers(target.execution_providers)
+    except Missing as e:
+        raise BadInput(f"target {target.name}: {e}") from None
     log(f"diff: {run.student_int8_onnx.name} in ONNX Runtime vs the fake-quant student")
     result = layer_drift(student, model, x, top=top, providers=providers)
     record = {"scheme": target.quant_scheme, **result, "artifacts": run.int8_fingerprints()}

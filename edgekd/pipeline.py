@@ -22,6 +22,7 @@ from edgekd._version import __version__
 from edgekd.atomic import sha256, write_bytes, write_json, write_with
 from edgekd.config import CompressConfig
 from edgekd.data import Dataset, Split, calibration_set, load_dataset, load_unlabeled
+from edgekd.device.fingerprint import x86_int8_dot
 from edgekd.distill.augment import make_augment
 from edgekd.distill.cache import cache_key, default_cache_dir, teacher_fingerprint, teacher_outputs
 from edgekd.distill.distributed import backend, init_from_env, spawn
@@ -81,9 +82,8 @@ from edgekd.report import SCHEMA_VERSION
 from edgekd.report_files import write_reports
 from edgekd.roofline import load_cost, try_roofline
 from edgekd.run import RunDir
-from edgekd.runners.device_runner import x86_int8_dot
 from edgekd.runners.latency import PERCENTILES, LatencyStats, environment
-from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.ort_runner import OrtRunner
 from edgekd.runners.remote import SshSession, SshTarget
 from edgekd.targets import Target, load_target
 from edgekd.validate import accuracy, agreement, gate, per_class_accuracy, run_models
@@ -723,7 +723,7 @@ def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
     run.need(*models.values())
     labels = data.val.y.numpy()
     with SshSession(remote, [target.runtime]) if remote else nullcontext() as session:
-        keep = run.root / "engines" if session else None  # engines the device builds
+        keep = run.root / "engines"  # engines built for a TensorRT target, here or on the device
         results = run_models(models, data.val, target, session, keep)
         env = session.fingerprint() if session else environment()
     acc = {name: accuracy(r.logits, labels) for name, r in results.items()}

@@ -44,7 +44,7 @@ from edgekd.quant.prepare import (
 )
 from edgekd.quant.scheme import QuantScheme
 from edgekd.roofline import try_roofline
-from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.ort_runner import OrtRunner
 from edgekd.targets import Target
 
 NO_INT8 = "or a target without INT8 (a float precision)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -13,8 +14,9 @@ import numpy as np
 from edgekd.data import Split
 from edgekd.runners.base import Runner
 from edgekd.runners.latency import LatencyStats, stats
-from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.ort_runner import OrtRunner
 from edgekd.runners.remote import SshSession, remote_runner
+from edgekd.runners.trt_runner import TrtRunner
 from edgekd.targets import Target
 
 ROUNDS = 3  # interleaved latency rounds per validation
@@ -52,10 +54,14 @@ class ModelResult:
 def make_runner(
     path: Path, target: Target, session: SshSession | None = None, keep_dir: Path | None = None
 ) -> Runner:
-    """The runner ``target`` asks for: on the device behind ``session`` (an engine it builds is
-    kept in ``keep_dir``), else ONNX Runtime here."""
+    """The runner ``target`` asks for, on the device behind ``session`` or else here: the runtime
+    follows the target (a native TensorRT engine for a TensorRT target, kept in ``keep_dir``;
+    ONNX Runtime otherwise), the transport is separate. Here without TensorRT installed, a
+    TensorRT target's models run in ONNX Runtime, and their latency says "this host"."""
     if session is not None:
         return remote_runner(path, target, session, keep_dir)
+    if target.runtime == "tensorrt" and importlib.util.find_spec("tensorrt") is not None:
+        return TrtRunner(path, target, keep_dir)
     return OrtRunner(path, target.execution_providers, threads=target.latency.threads)
 
 

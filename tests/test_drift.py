@@ -30,7 +30,7 @@ from edgekd.quant.prepare import calibrate, freeze, prepare_qat
 from edgekd.quant.scheme import SCHEMES
 from edgekd.report import load_schema
 from edgekd.run import RunDir
-from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.ort_runner import OrtRunner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SAMPLES = 256

@@ -16,7 +16,7 @@ import torch
 
 from edgekd.config import CompressConfig
 from edgekd.pipeline import compress
-from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.ort_runner import OrtRunner
 
 pytestmark = [
     pytest.mark.gpu,

@@ -19,7 +19,7 @@ from edgekd.models.students import StudentSpec, build_student
 from edgekd.quant.fakequant import ActFakeQuant
 from edgekd.quant.prepare import act_quantizers, calibrate, freeze, prepare_qat
 from edgekd.quant.scheme import SCHEMES, get_scheme
-from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.ort_runner import OrtRunner
 
 
 def _student() -> nn.Module:

@@ -6,7 +6,6 @@ and config in a temporary folder, and the remote Python is this test's interpret
 
 from __future__ import annotations
 
-import ast
 import getpass
 import json
 import shutil
@@ -23,7 +22,7 @@ from typer.testing import CliRunner
 from edgekd.cli import app
 from edgekd.config import CompressConfig
 from edgekd.pipeline import compress, run_stage
-from edgekd.runners import device_runner
+from edgekd.runners.bundle import NAME as BUNDLE
 from edgekd.runners.remote import SshSession, SshTarget
 
 pytestmark = [
@@ -109,7 +108,7 @@ def test_session_leaves_nothing_on_the_device(sshd: Sshd) -> None:
     )
     with SshSession(target) as session:
         folder = Path(session.dir)
-        assert (folder / "device_runner.py").is_file()  # the "device" is this machine
+        assert (folder / BUNDLE).is_file()  # the "device" is this machine
         assert session.fingerprint()["where"].startswith("remote ")
     assert not folder.exists()
 
@@ -175,7 +174,7 @@ def test_connect_timeout(digits_run: Path, sshd: Sshd) -> None:
 
 
 def test_step_timeout(sshd: Sshd, digits_run: Path, fast_target: Path, tmp_path: Path) -> None:
-    """A latency run longer than --timeout: one line, exit 8 (the device runner stops on EOF)."""
+    """A latency run longer than --timeout: one line, exit 8 (the device command stops on EOF)."""
     slow = tmp_path / "slow.toml"
     slow.write_text(fast_target.read_text().replace("min_duration_s = 0.05", "min_duration_s = 60"))
     result = cli(
@@ -221,17 +220,6 @@ def test_tensorrt_target_builds_on_the_device(digits_run: Path) -> None:
     assert runner.build_config["tensorrt"] == "10.3" and runner.build_config["batch"] == 1
 
 
-def test_device_runner_is_self_contained() -> None:
-    """The file copied to devices imports only the standard library, numpy and the runtimes, and
-    parses as Python 3.8 (JetPack 5)."""
-    source = Path(device_runner.__file__).read_text()
-    tree = ast.parse(source, feature_version=(3, 8))
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    roots = {name.split(".")[0] for name in imported}
-    assert roots - sys.stdlib_module_names <= {"numpy", "onnxruntime", "tensorrt"}, roots
-
-
 LAYER_INFO = {"Layers": [INT8_CONV, HALF_GEMM]}  # an INT8 conv, an FP16 gemm
 
 
@@ -247,12 +235,12 @@ def test_engine_files_the_device_wrote_come_back(
     target = SshTarget.parse(
         sshd.remote(), key=sshd.client_key, host_key=sshd.host_pub, python=sys.executable
     )
-    written = {"m.engine": b"\x00serialized\x01", "m.engine.log": b"[I] built\n"}
-    written["m.engine.layers.json"] = json.dumps(LAYER_INFO).encode()
+    written = {"m.engine": b"\x00serialized\x01", "m.build.log": b"[I] built\n"}
+    written["m.layers.json"] = json.dumps(LAYER_INFO).encode()
     for name, data in written.items():
         (tmp_path / name).write_bytes(data)
     build = {"tensorrt": "10.3.0", "strongly_typed": True, "build_seconds": 1.5,
-             "engine": "m.engine", "log": "m.engine.log", "layers": "m.engine.layers.json"}  # fmt: skip
+             "engine": "m.engine", "log": "m.build.log", "layers": "m.layers.json"}  # fmt: skip
     keep = tmp_path / "run" / "engines"
     with SshSession(target, ["onnxruntime"]) as session:
         session.put({name: tmp_path / name for name in written})

@@ -13,7 +13,7 @@ from torch import nn
 from edgekd.errors import BadInput
 from edgekd.export.onnx_export import export_onnx
 from edgekd.runners.latency import environment, measure
-from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.ort_runner import OrtRunner
 
 
 def test_measure_respects_minimum_queries_and_duration() -> None:

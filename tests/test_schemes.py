@@ -36,7 +36,7 @@ from edgekd.quant.sensitivity import (
     parse_keep_float,
     score,
 )
-from edgekd.runners.onnxruntime import OrtRunner
+from edgekd.runners.ort_runner import OrtRunner
 from edgekd.targets import load_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 from edgekd.cli import app
 from edgekd.config import CompressConfig
+from edgekd.device.fingerprint import fingerprint, x86_int8_dot
 from edgekd.errors import BadInput
 from edgekd.export.onnx_export import export_onnx
 from edgekd.quant.prepare import calibrate, freeze, prepare_qat
 from edgekd.quant.scheme import get_scheme
 from edgekd.quant.weight_bits import default_weight_bits, weight_qmax
-from edgekd.runners.device_runner import fingerprint, x86_int8_dot
 from edgekd.targets import load_target
 
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"

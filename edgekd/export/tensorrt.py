@@ -1,8 +1,10 @@
 """Build a TensorRT engine from an exported ONNX model, on the device.
 
 Three ways, in order: the TensorRT Python API (``pip install 'edgekd[tensorrt]'``, or JetPack's
-``python3-libnvinfer``), ``trtexec`` on PATH, or neither: :class:`~edgekd.errors.BadInput` with
-one line. Both builders write the same three files next to each other:
+``python3-libnvinfer``) through :func:`edgekd.device.trt.build_engine`, the builder the device
+runs too, so an engine is the same for the same :class:`EngineBuildConfig` whichever side builds
+it; ``trtexec`` on PATH; or neither: :class:`~edgekd.errors.BadInput` with one line. Both write
+the same three files next to each other:
 
 ``<name>.engine``       the serialized engine (a plan for this GPU and this TensorRT)
 ``<name>.build.log``    what the builder logged
@@ -24,11 +26,14 @@ import json
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgekd.atomic import write_bytes, write_json, write_text
+from edgekd.device import trt as device_trt
+from edgekd.device.errors import BuildFailed, Unusable
+from edgekd.device.trt import version as _version
 from edgekd.errors import BadInput, EdgekdError
 from edgekd.targets import Target
 
@@ -37,16 +42,6 @@ NOT_INSTALLED = (
     "(pip install 'edgekd[tensorrt]' or JetPack's python3-libnvinfer) or put trtexec on PATH"
 )
 MIN_WORKSPACE_MB = 64
-
-
-def _version(text: str | None) -> tuple[int, ...]:
-    """ "10.3.0.30" -> (10, 3, 0, 30); unknown -> () (treated as older than any)."""
-    parts = []
-    for piece in (text or "").split("."):
-        if not piece.isdigit():
-            break
-        parts.append(int(piece))
-    return tuple(parts)
 
 
 @dataclass(frozen=True)
@@ -356,15 +351,12 @@ def build_engine(
     how = _installed()
     out = Path(out_dir) if out_dir is not None else onnx_path.parent
     out.mkdir(parents=True, exist_ok=True)
-    name = onnx_path.stem
-    paths = {
-        "engine": out / f"{name}.engine",
-        "build_log": out / f"{name}.build.log",
-        "layers": out / f"{name}.layers.json",
-    }
+    paths = {k: out / v for k, v in device_trt.engine_files(onnx_path.stem).items()}
     start = time.perf_counter()
     if how == "python":
-        cfg, layer_info = _build_python(onnx_path, target, out, paths, shapes, dla, **compat)
+        installed = device_trt.import_tensorrt().__version__
+        cfg = for_target(target, dla=dla, tensorrt=installed, **compat)
+        cfg, layer_info = build_python(onnx_path, cfg, out, paths)
     else:
         cfg = for_target(target, dla=dla, **compat)
         layer_info = _build_trtexec(onnx_path, cfg, out, paths, shapes)
@@ -420,116 +412,31 @@ def _build_trtexec(
             p.unlink(missing_ok=True)
 
 
-def _build_python(
-    onnx_path: Path,
-    target: Target,
-    out: Path,
-    paths: dict[str, Path],
-    shapes: dict[str, list[int]],
-    dla: bool,
-    **compat: bool,
+def build_python(
+    onnx_path: Path, cfg: EngineBuildConfig, out: Path, paths: dict[str, Path]
 ) -> tuple[EngineBuildConfig, dict[str, Any]]:
-    """Build with the TensorRT Python API; (the settings used, the inspector's information)."""
-    import tensorrt as trt
-
-    cfg = for_target(target, dla=dla, tensorrt=trt.__version__, **compat)
-    creation = trt.NetworkDefinitionCreationFlag
-    if cfg.strongly_typed and not hasattr(creation, "STRONGLY_TYPED"):
-        cfg = _weakly_typed(cfg)
-
-    lines: list[str] = []
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity: Any, msg: str) -> None:
-            if int(severity) <= int(trt.ILogger.Severity.INFO):
-                lines.append(f"[{getattr(severity, 'name', severity)}] {msg}")
-
-    def fail(message: str) -> EdgekdError:
-        write_text(paths["build_log"], "\n".join(lines) + "\n")
-        errors = [line for line in lines if line.startswith(("[ERROR]", "[INTERNAL_ERROR]"))]
-        detail = f": {errors[-1]}" if errors else ""
-        return EdgekdError(f"{message}{detail} (see {paths['build_log']})")
-
-    logger = _Logger()
-    builder = trt.Builder(logger)
-    flags = 0
-    if cfg.strongly_typed:
-        flags |= 1 << int(creation.STRONGLY_TYPED)
-    elif _version(trt.__version__) < (10,) and hasattr(creation, "EXPLICIT_BATCH"):
-        flags |= 1 << int(creation.EXPLICIT_BATCH)  # the default (and deprecated) from 10
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        for i in range(parser.num_errors):
-            lines.append(f"[ERROR] {parser.get_error(i)}")
-        raise fail(f"TensorRT's ONNX parser rejected {onnx_path.name}")
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mb << 20)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if not cfg.strongly_typed:
-        if cfg.fp16:
-            config.set_flag(trt.BuilderFlag.FP16)
-        if cfg.int8:
-            config.set_flag(trt.BuilderFlag.INT8)
-    if cfg.dla_core is not None:
-        if builder.num_DLA_cores <= cfg.dla_core:
-            raise BadInput(
-                f"this device has {builder.num_DLA_cores} DLA core(s); DLA core "
-                f"{cfg.dla_core} is not one of them: build on the {target.name} or drop --dla"
-            )
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = cfg.dla_core
-        if cfg.gpu_fallback:
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    if cfg.hardware_compatible:
-        if not hasattr(trt, "HardwareCompatibilityLevel"):
-            raise BadInput(f"TensorRT {trt.__version__} cannot build hardware compatible engines")
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    if cfg.version_compatible:
-        if not hasattr(trt.BuilderFlag, "VERSION_COMPATIBLE"):
-            raise BadInput(f"TensorRT {trt.__version__} cannot build version compatible engines")
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if shapes:
-        profile = builder.create_optimization_profile()
-        for name, shape in shapes.items():
-            profile.set_shape(name, shape, shape, shape)
-        config.add_optimization_profile(profile)
-
+    """Build ``cfg`` with the TensorRT Python API (:func:`edgekd.device.trt.build_engine`) into
+    ``paths`` (engine, build_log, layers), reading and updating the timing cache in ``out``;
+    (the settings as built, the inspector's information)."""
     cache_path = out / cfg.timing_cache if cfg.timing_cache else None
+    cache = None
     if cache_path is not None:
-        old = cache_path.read_bytes() if cache_path.is_file() else b""
-        cache = config.create_timing_cache(old)
-        if not config.set_timing_cache(cache, ignore_mismatch=False):
-            # A cache from another device or TensorRT version: start a fresh one.
-            lines.append(f"[WARNING] edgekd: timing cache {cache_path} does not match; replaced")
-            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
-
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise fail(f"TensorRT could not build an engine from {onnx_path.name}")
-    plan = bytes(serialized)
-
-    runtime = trt.Runtime(logger)
-    if cfg.version_compatible:
-        runtime.engine_host_code_allowed = True
-    engine = runtime.deserialize_cuda_engine(plan)
-    if engine is None:
-        raise fail("TensorRT built an engine it cannot load")
-    inspector = engine.create_engine_inspector()
-    layer_info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-
-    if cache_path is not None:
-        write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
-    write_bytes(paths["engine"], plan)
-    write_json(paths["layers"], layer_info)
-    write_text(paths["build_log"], "\n".join(lines) + "\n")
-    return cfg, layer_info
+        cache = cache_path.read_bytes() if cache_path.is_file() else b""
+    try:
+        built = device_trt.build_engine(str(onnx_path), asdict(cfg), cache)
+    except BuildFailed as e:
+        write_text(paths["build_log"], e.log)
+        raise EdgekdError(f"{e} (see {paths['build_log']})") from None
+    except Unusable as e:
+        raise BadInput(str(e)) from None
+    if cache_path is not None and built.timing_cache is not None:
+        write_bytes(cache_path, built.timing_cache)
+    write_bytes(paths["engine"], built.plan)
+    write_json(paths["layers"], built.layers)
+    write_text(paths["build_log"], built.log)
+    return EngineBuildConfig(**built.config), built.layers
 
 
-def _weakly_typed(cfg: EngineBuildConfig) -> EngineBuildConfig:
-    """The same build for a TensorRT without strong typing: INT8 + FP16 flags with Q/DQ."""
-    return replace(cfg, strongly_typed=False, fp16=True, int8=True)
+def config_for_model(onnx_path: Path, target: Target) -> EngineBuildConfig:
+    """The settings the engine deployed for ``target`` is built with (validate, bench)."""
+    return for_target(target, kept_float=_kept_float(onnx_path))

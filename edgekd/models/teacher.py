@@ -62,24 +62,20 @@ class OnnxTeacher(nn.Module):
 
     def __init__(self, path: Path):
         super().__init__()
-        import onnxruntime as ort
+        from edgekd.device.errors import Unusable
+        from edgekd.device.ort import OrtSession
 
         self.path = path
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - ORT raises several types for a bad file
-            raise BadInput(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
-        first = self.session.get_inputs()[0]
-        self.input_name = first.name
-        batch = first.shape[0] if first.shape else None
-        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+            self.session = OrtSession(str(path))
+        except Unusable as e:
+            raise BadInput(f"{e} (not a loadable ONNX model)") from None
+        self.input_name = self.session.input_name
+        self.fixed_batch = self.session.fixed_batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        def run(batch: torch.Tensor) -> torch.Tensor:
-            x_np = batch.detach().cpu().numpy().astype(np.float32)
-            return torch.from_numpy(self.session.run(None, {self.input_name: x_np})[0])
-
-        return _in_chunks(run, x, self.fixed_batch)
+        x_np = x.detach().cpu().numpy().astype(np.float32)
+        return torch.from_numpy(self.session.predict(x_np, max(len(x_np), 1)))
 
 
 def _import_factory(spec: str):

@@ -20,10 +20,10 @@ from typing import Any
 import onnx
 import onnxruntime as ort
 
+from edgekd.device.ort import session_options
 from edgekd.errors import BadInput, first_line
 from edgekd.export.tensorrt import _is_compute, _layer_precision
 from edgekd.roofline import batch1_shapes, is_compute, node_macs
-from edgekd.runners.onnxruntime import session_options
 
 # ONNX Runtime's integer multiply-accumulate kernels (ai.onnx and com.microsoft)
 INTEGER_KERNELS = frozenset(

@@ -27,12 +27,12 @@ from onnx import shape_inference, utils
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
+from edgekd.device.ort import CPU, OrtSession
 from edgekd.errors import BadInput
 from edgekd.quant.fakequant import ActFakeQuant
 from edgekd.quant.prepare import is_fused_activation
 
 LAYER_OPS = ("Conv", "Gemm")
-CPU = "CPUExecutionProvider"
 Consumers = dict[str, list[onnx.NodeProto]]  # tensor -> the nodes reading it
 Producers = dict[str, onnx.NodeProto]  # tensor -> the node writing it
 BATCH = 64
@@ -169,17 +169,14 @@ def layer_points(student: fx.GraphModule, model: onnx.ModelProto) -> tuple[list[
     return points, missing
 
 
-def _session(model: onnx.ModelProto, providers: Sequence[str]) -> ort.InferenceSession:
-    """An optimized session (ORT_ENABLE_ALL, the default: what ships), as OrtRunner makes."""
-    opts = ort.SessionOptions()
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=list(providers))
+def _session(model: onnx.ModelProto, providers: Sequence[str]) -> OrtSession:
+    """An optimized session (every optimization: what ships), as the runners make."""
+    return OrtSession(model.SerializeToString(), providers, name=model.graph.name or "sub-model")
 
 
 def _sub_sessions(
     model: onnx.ModelProto, points: list[Point], providers: Sequence[str]
-) -> list[ort.InferenceSession]:
+) -> list[OrtSession]:
     """One session per point on the sub-model from the graph input up to the point's tensor.
 
     Why not one session on the whole model with the points added as graph outputs: ORT fuses
@@ -197,11 +194,6 @@ def _sub_sessions(
 def _input_names(model: onnx.ModelProto) -> list[str]:
     inits = {t.name for t in model.graph.initializer}
     return [i.name for i in model.graph.input if i.name not in inits]
-
-
-def _fixed_batch(session: ort.InferenceSession) -> int | None:
-    batch = session.get_inputs()[0].shape[0]
-    return batch if isinstance(batch, int) and batch > 0 else None
 
 
 class _Recorder(fx.Interpreter):
@@ -250,14 +242,6 @@ class _Stats:
         }
 
 
-def _run(session: ort.InferenceSession, name: str, x: np.ndarray, fixed: int | None) -> np.ndarray:
-    """Outputs for ``x``; a model with a fixed batch gets ``x`` padded to it."""
-    pad = 0 if fixed is None else fixed - len(x)
-    if pad:
-        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-    return session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0][: len(x) - pad]
-
-
 def tensorrt_status() -> str:
     """Whether TensorRT could be compared here; it is not, yet."""
     try:
@@ -292,8 +276,7 @@ def layer_drift(
     points, missing = layer_points(student, model)
     subs = _sub_sessions(model, points, providers)
     full = _session(model, providers)
-    name = _input_names(model)[0]
-    fixed = _fixed_batch(full)
+    fixed = full.fixed_batch
     stats = [_Stats() for _ in points]
     logits, same, total = _Stats(), 0, 0
     for batch in x.split(fixed or BATCH):
@@ -302,8 +285,8 @@ def layer_drift(
             ref_logits = recorder.run(batch).numpy()
         xb = batch.numpy()
         for p, session, s in zip(points, subs, stats, strict=True):
-            s.add(_run(session, name, xb, fixed), recorder.values[p.node])
-        out_logits = _run(full, name, xb, fixed)
+            s.add(session.predict(xb, len(xb)), recorder.values[p.node])
+        out_logits = full.predict(xb, len(xb))
         logits.add(out_logits, ref_logits)
         same += int((out_logits.argmax(1) == ref_logits.argmax(1)).sum())
         total += len(xb)
@@ -319,7 +302,7 @@ def layer_drift(
     return {
         "samples": total,
         "reference": "PyTorch fake-quant student",
-        "runtime": f"onnxruntime {ort.__version__} {full.get_providers()[0]}, optimizations on",
+        "runtime": f"onnxruntime {ort.__version__} {full.provider}, optimizations on",
         "method": METHOD,
         "layers": layers,
         "top": _rank(layers)[:top],

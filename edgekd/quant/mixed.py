@@ -25,13 +25,14 @@ import onnx
 import onnxruntime as ort
 from torch import nn
 
+from edgekd.device.ort import session_options
 from edgekd.export.onnx_export import export_onnx
 from edgekd.quant.coverage import INTEGER_KERNELS, match_kernels, optimized_graph, ort_coverage
 from edgekd.quant.prepare import freeze, quantizable_layers
 from edgekd.quant.scheme import QuantScheme
 from edgekd.quant.sensitivity import Probe, ptq
 from edgekd.roofline import is_compute
-from edgekd.runners.onnxruntime import OrtRunner, session_options
+from edgekd.runners.ort_runner import OrtRunner
 from edgekd.targets import Target
 from edgekd.validate import time_interleaved
 

@@ -9,8 +9,8 @@ accumulate in int32 and keep all 8 bits.
 
 from __future__ import annotations
 
+from edgekd.device.fingerprint import x86_int8_dot
 from edgekd.errors import BadInput
-from edgekd.runners.device_runner import x86_int8_dot
 from edgekd.targets import Target
 
 WEIGHT_BITS = (7, 8)

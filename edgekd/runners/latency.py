@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.device import latency as device_latency
+from edgekd.device.fingerprint import cpu_model, fingerprint
 from edgekd.progress import progress
-from edgekd.runners import device_runner
-from edgekd.runners.device_runner import cpu_model
 
 __all__ = ["PERCENTILES", "LatencyStats", "cpu_model", "environment", "measure", "stats"]
 
@@ -52,8 +52,8 @@ def measure(
     Runs at least ``min_queries`` timed calls and for at least ``min_duration_s`` seconds.
     """
     with progress(total=min_queries, desc=label, unit="q") as bar:
-        times = device_runner.measure(
-            device_runner.wall_clock(query),
+        times = device_latency.measure(
+            device_latency.wall_clock(query),
             warmup,
             min_queries,
             min_duration_s,
@@ -65,12 +65,12 @@ def measure(
 def stats(times_ms: Sequence[float], where: str) -> LatencyStats:
     """p50/p90/p99/mean of single-query latencies (ms), with the quantiles at PERCENTILES."""
     quantiles = tuple(float(q) for q in np.percentile(np.asarray(times_ms), PERCENTILES))
-    summary = device_runner.summarize(list(times_ms))
+    summary = device_latency.summarize(list(times_ms))
     return LatencyStats(**summary, where=where, quantiles=quantiles, times=tuple(times_ms))
 
 
 def environment() -> dict[str, Any]:
-    """A fingerprint of this machine and its runtimes (the device runner's, plus torch)."""
+    """A fingerprint of this machine and its runtimes (the device's, plus torch)."""
     import torch
 
-    return {**device_runner.fingerprint(), "torch": torch.__version__, "where": "local"}
+    return {**fingerprint(), "torch": torch.__version__, "where": "local"}

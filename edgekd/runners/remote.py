@@ -1,7 +1,7 @@
 """Run models on a remote device over SSH, with the system ``ssh`` and ``scp``.
 
-A :class:`SshSession` makes a temporary folder on the device, copies the self-contained
-:mod:`edgekd.runners.device_runner` there, and removes the folder when it closes; a
+A :class:`SshSession` makes a temporary folder on the device, copies :mod:`edgekd.device` there
+as one zipapp (:mod:`edgekd.runners.bundle`), and removes the folder when it closes; a
 :class:`RemoteRunner` copies one model into a session and predicts or times it there.
 
 Safety: every ``ssh``/``scp`` call is an argument list (no local shell). sshd runs the remote
@@ -37,8 +37,9 @@ from edgekd.errors import (
     RemoteTimeout,
     RemoteUnreachable,
 )
-from edgekd.runners import device_runner
 from edgekd.runners.base import Runner
+from edgekd.runners.bundle import NAME as BUNDLE
+from edgekd.runners.bundle import build_bundle
 from edgekd.runners.latency import LatencyStats, stats
 from edgekd.targets import Target
 
@@ -164,7 +165,7 @@ def _classify(text: str, target: SshTarget, what: str) -> EdgekdError | None:
 
 
 class SshSession:
-    """A connection target and a temporary folder on the device holding the device runner.
+    """A connection target and a temporary folder on the device holding :mod:`edgekd.device`.
 
     ``modules``: what the device must have besides numpy (``onnxruntime`` or ``tensorrt``).
     """
@@ -283,14 +284,14 @@ class SshSession:
         return f"{self.dir}/{name}"
 
     def open(self) -> None:
-        """Check the device has what the runner needs, make the folder, copy the runner."""
+        """Check the device has what the runner needs, make the folder, copy the bundle."""
         self.local = Path(tempfile.mkdtemp(prefix="edgekd-ssh-"))
         t = self.target
         try:
             done = self.ssh([t.python, "-c", _PREPARE, *self.modules], "connecting")
             self._prepared(done)
-            self.runner = self.path("device_runner.py")
-            self.put({"device_runner.py": Path(device_runner.__file__)})
+            self.runner = self.path(BUNDLE)
+            self.put({BUNDLE: build_bundle(self.local)})
         except BaseException:
             self.close()
             raise
@@ -331,7 +332,7 @@ class SshSession:
             self.local = None
 
     def run(self, args: list[str], what: str) -> subprocess.CompletedProcess[str]:
-        """Run the device runner with ``args``; its own failures raise with its one line."""
+        """Run the device command with ``args``; its own failures raise with its one line."""
         assert self.runner is not None, "open the session first"
         argv = [self.target.python, self.runner, *args]
         done = self.ssh(argv, what, keep_stdin=True)
@@ -410,7 +411,7 @@ class RemoteRunner(Runner):
             self.session.close()
 
     def _run(self, x: np.ndarray, what: str, extra: list[str]) -> tuple[dict[str, Any], Path]:
-        """Run the device runner on ``x``; (its result, the local folder its files came to)."""
+        """Run the device command on ``x``; (its result, the local folder its files came to)."""
         s = self.session
         assert s.local is not None
         local = Path(tempfile.mkdtemp(dir=s.local))
@@ -490,9 +491,9 @@ def remote_runner(
     files kept in ``keep_dir`` when given)."""
     build = None
     if target.runtime == "tensorrt":
-        from edgekd.export.tensorrt import _kept_float, for_target
+        from edgekd.export.tensorrt import config_for_model
 
-        build = asdict(for_target(target, kept_float=_kept_float(path)))
+        build = asdict(config_for_model(path, target))
     return RemoteRunner(
         path,
         session,
