@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd import __version__
+from edgekd import __version__, faults
 from edgekd.atomic import sha256
 from edgekd.distill.features import FeatureTap
 from edgekd.errors import BadInput, EdgekdError
@@ -173,6 +173,7 @@ def _run(
             for mm, a in zip(files, arrays, strict=True):
                 mm[start : start + len(a)] = a
             bar.update(len(logits))
+            faults.point("cache", "batch")
     for mm in files:
         mm.flush()
 
