@@ -18,8 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from edgekd import faults, resume
 from edgekd._version import __version__
-from edgekd.atomic import sha256, write_bytes, write_json, write_with
+from edgekd.atomic import sha256, write_bytes, write_json, write_torch
 from edgekd.config import CompressConfig
 from edgekd.data import Dataset, Split, calibration_set, load_dataset, load_unlabeled
 from edgekd.device.fingerprint import x86_int8_dot
@@ -392,6 +393,31 @@ def _epoch_config(cfg: CompressConfig, qat: bool) -> TrainConfig:
     )  # fmt: skip
 
 
+def input_fingerprints(ctx: Context) -> dict[str, str | None]:
+    """Content fingerprints of the run's input files, recorded in ``logs/inputs.json``: what
+    ``--resume`` checks besides the config (:mod:`edgekd.resume`)."""
+    cfg = ctx.cfg
+    teachers = hashlib.sha256()
+    for spec, weights in teacher_specs(cfg):
+        teachers.update(teacher_fingerprint(spec, weights).encode())
+    return {
+        "teacher": teachers.hexdigest(),
+        "data": ctx.data.fingerprint,
+        "unlabeled": ctx.train_fingerprint if cfg.unlabeled else None,
+        "target": sha256(ctx.target.path),
+        "student": teacher_fingerprint(cfg.student, None) if cfg.student else None,
+        "calib_manifest": sha256(cfg.calib_manifest) if cfg.calib_manifest else None,
+    }
+
+
+def _resume_changes(ctx: Context, inputs: dict[str, str | None]) -> list[str]:
+    """What this ``--resume`` changes in the run: refused if a stage that has started depends on
+    it, else one line per change."""
+    run = ctx.run
+    changed = resume.changes(run.config().to_dict(), ctx.cfg.to_dict(), run.inputs() or {}, inputs)
+    return resume.check(changed, lambda stage: stage_started(ctx, stage), str(run.root))
+
+
 def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
     """Load and check every input, size the student, try every later step on the untrained
     models (:func:`edgekd.preflight.preflight`), then create the run folder.
@@ -399,6 +425,9 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
     Everything that can be wrong with the inputs fails here, before anything is written.
     """
     data, teacher, target, _ = ctx.data, ctx.teacher, ctx.target, ctx.device
+    inputs = input_fingerprints(ctx)
+    resumed = resume and ctx.run.exists()
+    applied = _resume_changes(ctx, inputs) if resumed else []
     teacher_params = count_params(teacher)
     teacher_macs = count_macs(teacher, ctx.input_shape)
     if ctx.cfg.student:
@@ -435,7 +464,12 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
     log(f"plan: preflight: {len(checked['checks'])} checks in {checked['seconds']:.1f} s")
     if fresh and ctx.scheme is not None:
         check_keep_float(parse_keep_float(ctx.cfg.keep_float), quantizable_layers(student))
-    ctx.run.start(ctx.cfg, resume)
+    ctx.run.start(ctx.cfg, resume, inputs)
+    if resumed and (applied or ctx.run.inputs() != inputs):
+        ctx.run.save_inputs(inputs)
+        ctx.run.save_config(ctx.cfg)
+        for line in applied:
+            log(f"resume: {line}")
     ctx.run.save_record("sizing", sizing)
     log(f"student: {sizing['student']} — " + "; ".join(sizing["reasons"]))
     return sizing
@@ -461,8 +495,8 @@ def distill(ctx: Context) -> None:
         log(f"distill: feature pairs ({setup.record['pairing']}): {pairs}")
     history = _train(ctx, student, setup, qat=False)
     if is_main():
-        write_with(ctx.run.student_pt, lambda p: torch.save(student.state_dict(), p))
-        write_with(ctx.run.objective_pt, lambda p: torch.save(setup.objective.state_dict(), p))
+        write_torch(ctx.run.student_pt, student.state_dict())
+        write_torch(ctx.run.objective_pt, setup.objective.state_dict())
         where = {"device": str(ctx.device), "processes": world_size(),
                  "amp": amp_enabled(_epoch_config(ctx.cfg, False), ctx.device)}  # fmt: skip
         ctx.run.save_record("distill", {**setup.record, **where, "history": history})
@@ -576,7 +610,7 @@ def quantize(ctx: Context) -> None:
     if not is_main():
         return
     freeze(qmodel, biases=False)  # loaded again by Context.qat_student
-    write_with(ctx.run.student_qat_pt, lambda p: torch.save(qmodel.state_dict(), p))
+    write_torch(ctx.run.student_qat_pt, qmodel.state_dict())
     ctx.run.save_record("quantize", record)
     ctx.run.checkpoint("quantize").unlink(missing_ok=True)
 
@@ -726,6 +760,7 @@ def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
         keep = run.root / "engines"  # engines built for a TensorRT target, here or on the device
         results = run_models(models, data.val, target, session, keep)
         env = session.fingerprint() if session else environment()
+    faults.point("validate", "measured")
     acc = {name: accuracy(r.logits, labels) for name, r in results.items()}
     latency = {name: r.latency for name, r in results.items()}
     deployed = "student_int8" if "student_int8" in models else "student_fp32"
@@ -850,14 +885,28 @@ def run_in(ctx: Context, stage: str, **options: Any) -> dict[str, Any] | None:
 
 
 def stage_done(ctx: Context, stage: str) -> bool:
+    """Whether ``stage`` finished: its record, written after its outputs, is there."""
     run = ctx.run
     done = {
-        "distill": run.student_pt.exists(),
-        "quantize": ctx.scheme is None or run.student_qat_pt.exists(),
+        "distill": run.record("distill") is not None and run.student_pt.exists(),
+        "quantize": ctx.scheme is None
+        or (run.record("quantize") is not None and run.student_qat_pt.exists()),
         "export": run.record("export") is not None,
         "validate": False,  # always re-measured: latency is a property of the moment
     }
     return done[stage]
+
+
+def stage_started(ctx: Context, stage: str) -> bool:
+    """Whether ``stage`` has written anything into the run folder: a checkpoint or an output."""
+    run = ctx.run
+    outputs = {
+        "distill": [run.student_pt],
+        "quantize": [run.student_qat_pt, run.logs / "quantize.json"],
+        "export": [run.teacher_onnx, run.logs / "export.json"],
+        "validate": [],  # re-measured on every resume: what it depends on may always change
+    }[stage]
+    return run.checkpoint(stage).exists() or any(p.exists() for p in outputs)
 
 
 def compress(cfg: CompressConfig, out: str | Path, resume: bool = False) -> dict[str, Any] | None:
@@ -879,6 +928,7 @@ def compress(cfg: CompressConfig, out: str | Path, resume: bool = False) -> dict
             break
         if resume and stage_done(ctx, name):
             log(f"{name}: already done in {ctx.run.root}, skipped (--resume)")
+            ctx.run.checkpoint(name).unlink(missing_ok=True)  # if killed as the stage ended
             continue
         log(f"== {name}")
         result = run_in(ctx, name)

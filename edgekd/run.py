@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from edgekd._version import __version__
-from edgekd.atomic import sha256, write_json, write_text
+from edgekd.atomic import remove_leftovers, sha256, write_json, write_text
 from edgekd.config import CompressConfig, read_config
 from edgekd.config_file import config_toml
 from edgekd.errors import BadInput
+from edgekd.progress import log
 
 ARTIFACTS = (
     "config.json",
@@ -85,28 +86,33 @@ class RunDir:
     def checkpoint(self, stage: str) -> Path:
         return self.logs / f"{stage}.ckpt"
 
-    def start(self, cfg: CompressConfig, resume: bool) -> None:
-        """Create the folder for ``cfg``; an existing run continues only with ``resume``."""
+    def start(self, cfg: CompressConfig, resume: bool, inputs: dict[str, str | None]) -> None:
+        """Create the folder for ``cfg`` and record its ``inputs`` (content fingerprints); an
+        existing run continues only with ``resume`` (what may differ: :mod:`edgekd.resume`)."""
+        if self.exists() and not resume:
+            raise BadInput(
+                f"{self.root} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        if resume:
+            for left in remove_leftovers(self.root) + remove_leftovers(self.logs):
+                log(f"resume: removed {left}, left by an interrupted write")
         if self.exists():
-            old = self.config().to_dict()
-            if not resume:
-                raise BadInput(
-                    f"{self.root} already holds a run; pass --resume to continue it or choose another --out"
-                )
-            diff = sorted(k for k, v in cfg.to_dict().items() if old.get(k) != v)
-            if diff:
-                raise BadInput(
-                    f"--resume: {self.root} was made with different settings ({', '.join(diff)}); "
-                    "use a new --out"
-                )
             return
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.save_config(cfg)
+        self.save_inputs(inputs)
+        self.save_config(cfg)  # config.json last: it marks the folder as a run
+
+    def inputs(self) -> dict[str, str | None] | None:
+        """``logs/inputs.json``: fingerprints of the input files (None for runs made before it)."""
+        return self.record("inputs")
+
+    def save_inputs(self, inputs: dict[str, str | None]) -> None:
+        self.save_record("inputs", inputs)
 
     def save_config(self, cfg: CompressConfig) -> None:
         """config.json (read by the stages) and config.toml (``compress --config`` replays it)."""
-        write_json(self.config_json, cfg.to_dict())
         write_text(self.config_toml, config_toml(cfg))
+        write_json(self.config_json, cfg.to_dict())
 
     def write_manifest(self) -> dict[str, Any]:
         """manifest.json: resolved config, versions and the sha256 of every artifact present."""

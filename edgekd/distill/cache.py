@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd import faults
 from edgekd._version import __version__
 from edgekd.atomic import sha256
 from edgekd.distill.features import FeatureTap
@@ -173,6 +174,7 @@ def _run(
             for mm, a in zip(files, arrays, strict=True):
                 mm[start : start + len(a)] = a
             bar.update(len(logits))
+            faults.point("cache", "batch")
     for mm in files:
         mm.flush()
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from edgekd.atomic import write_with
+from edgekd import faults
+from edgekd.atomic import write_torch
 from edgekd.data import Split
 from edgekd.distill.augment import Augment
 from edgekd.distill.features import FeatureTap
@@ -207,6 +210,33 @@ def _sum_across_ranks(*values: float) -> list[float]:
     return t.tolist()
 
 
+def _rng_state(order: torch.Generator, device: torch.device) -> dict:
+    """Every random stream a training epoch draws from (dropout, the data order, numpy's and
+    Python's), as tensors and plain values that ``torch.load(weights_only=True)`` reads back."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "order": order.get_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, order: torch.Generator, device: torch.device) -> None:
+    """Restore what :func:`_rng_state` saved, so that the next epoch draws what it drew."""
+    torch.set_rng_state(state["torch"])
+    order.set_state(state["order"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def fit(
     student: nn.Module,
     train: Split,
@@ -227,7 +257,9 @@ def fit(
 
     ``layers``/``embedding`` name what the objective needs from the student (taps); the teacher
     source supplies the same from the teacher. With ``checkpoint``, state is saved atomically
-    after every epoch (by rank 0) and, if the file exists, training resumes from it.
+    after every epoch (by rank 0: weights, optimizer, scheduler, gradient scaler and every random
+    stream) and, if the file exists, training resumes from it, bit-identical to a run that was
+    never interrupted.
     """
     if isinstance(teacher, torch.Tensor):
         teacher = logits_source(teacher)
@@ -247,18 +279,17 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict[str, float]] = []
     start_epoch = 0
+    gen = torch.Generator().manual_seed(cfg.seed)  # the data order, the same on every rank
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"], gen, device)
         history = state["history"]
         start_epoch = state["epoch"] + 1
         log(f"{label}: resuming after epoch {start_epoch} from {checkpoint}")
-    gen = torch.Generator().manual_seed(cfg.seed)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 7919 * (rank() + 1))
-    for _ in range(start_epoch):  # keep the shuffling identical to an uninterrupted run
-        torch.randperm(len(train), generator=gen)
     me, n_ranks = rank(), world_size()
     step = ddp if ddp is not None else model
     try:
@@ -268,6 +299,8 @@ def fit(
                     before_epoch(student, epoch)
                 model.train()
                 order = torch.randperm(len(train), generator=gen)
+                # per (seed, epoch, rank): a resumed epoch augments as the uninterrupted one did
+                aug_gen = torch.Generator().manual_seed(cfg.seed + 7919 * (me + 1) + 104729 * epoch)
                 t0, seen, total_loss, correct = time.perf_counter(), 0, 0.0, 0
                 parts_sum: dict[str, float] = {}
                 with progress(steps_per_epoch, f"{label} {epoch + 1}/{cfg.epochs}", "batch") as bar:
@@ -292,6 +325,7 @@ def fit(
                         correct += (out.argmax(1) == y).sum().item()
                         seen += len(idx)
                         bar.update(1)
+                        faults.point(label, "batch")
                 if cfg.bn_recalibration:  # the same samples on every rank: equal statistics
                     sample = torch.randperm(
                         len(train), generator=torch.Generator().manual_seed(cfg.seed)
@@ -325,10 +359,13 @@ def fit(
                         "model": model.state_dict(),
                         "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "rng": _rng_state(gen, device),
                         "history": history,
                         "epoch": epoch,
                     }
-                    write_with(checkpoint, lambda p, s=state: torch.save(s, p))
+                    write_torch(checkpoint, state)
+                    faults.point(label, "epoch")
                 if dist.is_initialized():
                     dist.barrier()
     finally:
