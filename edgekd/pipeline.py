@@ -374,7 +374,10 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
 
     Everything that can be wrong with the inputs fails here, before anything is written.
     """
-    data, teacher, target, _ = ctx.data, ctx.teacher, ctx.target, ctx.device
+    data, target = ctx.data, ctx.target
+    if ctx.scheme is not None:
+        ctx.calibration_inputs()  # a bad manifest or too few samples fail before the teacher loads
+    teacher, _ = ctx.teacher, ctx.device
     teacher_params = count_params(teacher)
     teacher_macs = count_macs(teacher, ctx.input_shape)
     if ctx.cfg.student:
@@ -402,8 +405,6 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
     fresh = not (resume and ctx.run.student_pt.exists())
     taps = ctx.distill_setup(student).layers if fresh else []  # losses, pairs, adapters fit
     qat_taps = taps if ctx.cfg.qat_epochs else []  # QAT hooks them again in the fake-quant model
-    if ctx.scheme is not None:
-        ctx.calibration_inputs()  # too few calibration samples fail here, before the run folder
     checked = preflight(
         teacher, student, data.val.x[:2], target, ctx.scheme, ctx.cfg.calibrator, qat_taps
     )  # every later step on the untrained models: what would fail after training fails here

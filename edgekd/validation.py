@@ -242,12 +242,12 @@ def check_out(out: str | Path, resume: bool = False) -> None:
         raise BadInput(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
-    base = _nearest_existing(out.absolute())
+    base = _nearest_existing(out)
     if not base.is_dir():
         raise BadInput(f"--out {out}: {base} is a file, not a folder")
     try:
         fd, probe = tempfile.mkstemp(prefix=".edgekd-probe-", dir=base)
     except OSError as e:
-        raise BadInput(f"--out {out}: cannot write in {base} ({e.strerror})") from None
+        raise BadInput(f"--out {out}: cannot create files in {base} ({e.strerror})") from None
     os.close(fd)
     os.unlink(probe)

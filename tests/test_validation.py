@@ -115,7 +115,7 @@ def test_out_naming_a_file(tmp_path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(BadInput, match="exists and is not a folder"):
         check_out(tmp_path / "f")
-    with pytest.raises(BadInput, match="is a file, not a folder"):
+    with pytest.raises(BadInput, match=f"run: {tmp_path / 'f'} is a file, not a folder$"):
         check_out(tmp_path / "f" / "run")
 
 
@@ -130,7 +130,7 @@ def test_out_holding_a_run_needs_resume(tmp_path) -> None:
 def test_out_in_a_read_only_folder(tmp_path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    with pytest.raises(BadInput, match="cannot write in"):
+    with pytest.raises(BadInput, match="cannot create files in"):
         check_out(locked / "run")
 
 
@@ -138,7 +138,7 @@ def test_out_in_a_read_only_folder(tmp_path) -> None:
     not Path("/proc/self").is_dir(), reason="needs /proc (no files can be made there)"
 )
 def test_out_on_a_file_system_that_refuses_writes() -> None:
-    with pytest.raises(BadInput, match=r"--out /proc/edgekd-run: cannot write in /proc"):
+    with pytest.raises(BadInput, match=r"--out /proc/edgekd-run: cannot create files in /proc"):
         check_out("/proc/edgekd-run")
 
 
