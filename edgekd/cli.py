@@ -62,15 +62,16 @@ def _guard(fn, *args, **kwargs) -> Any:
         typer.echo("edgekd: interrupted; rerun with --resume to continue", err=True)
         raise typer.Exit(130) from None
     except OSError as e:
-        if e.errno not in FULL_OR_READ_ONLY:
+        if e.errno not in MACHINE_STATE:
             _internal(e)
         _fail(OSError(f"{e.filename}: {e.strerror}"), BadInput.exit_code)
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
         _internal(e)
 
 
-# A disk that fills up or turns read-only mid-run is the machine's state, not an edgekd defect.
-FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# A disk that fills up or turns read-only mid-run, or a file the user may not read or write, is
+# the machine's state, not an edgekd defect.
+MACHINE_STATE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _internal(e: BaseException) -> None:

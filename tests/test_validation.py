@@ -7,6 +7,7 @@ import errno
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,18 @@ def test_usage_errors_are_one_line_exit_2(monkeypatch, capsys, argv, says) -> No
     lines = capsys.readouterr().err.splitlines()
     assert e.value.code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("edgekd: error: ") and says in lines[0] and "--help" in lines[0]
+
+
+def test_a_file_the_user_may_not_read_is_not_an_edgekd_defect(capsys) -> None:
+    def read() -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", "data/x.npz")
+
+    assert _exit(capsys, read) == (2, ["edgekd: error: data/x.npz: Permission denied"])
+
+
+def test_a_torchscript_teacher_loads_without_a_warning_on_stderr(tmp_path) -> None:
+    path = tmp_path / "t.pt"
+    torch.jit.script(nn.Linear(2, 2)).save(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(load_model(str(path)), torch.jit.ScriptModule)

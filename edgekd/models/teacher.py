@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -222,7 +223,9 @@ def load_model(spec: str, weights: str | Path | None = None, role: str = "teache
         finally:
             torch_log.setLevel(level)
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # its deprecation notice would be a second stderr line
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception:  # noqa: BLE001 - torch.jit raises RuntimeError/ValueError for a bad file
         raise BadInput(
             f"{path}: not a TorchScript file; for a state_dict give the architecture as "
