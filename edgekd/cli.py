@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -15,6 +16,11 @@ from edgekd.config import CompressConfig, quantize_changes
 from edgekd.data import parse_floats
 from edgekd.errors import BadInput, EdgekdError, GateFailed, first_line
 from edgekd.quant.calibrators import CALIBRATORS
+
+try:  # the base of click's usage errors: typer vendors click from 0.2x on
+    from typer import TyperException as CommandLineError
+except ImportError:  # older typer runs on click itself
+    from click import ClickException as CommandLineError
 
 app = typer.Typer(
     add_completion=False,
@@ -55,13 +61,28 @@ def _guard(fn, *args, **kwargs) -> Any:
     except KeyboardInterrupt:
         typer.echo("edgekd: interrupted; rerun with --resume to continue", err=True)
         raise typer.Exit(130) from None
+    except OSError as e:
+        if e.errno not in MACHINE_STATE:
+            _internal(e)
+        _fail(OSError(f"{e.filename}: {e.strerror}"), BadInput.exit_code)
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
-        _fail(
-            RuntimeError(
-                f"{type(e).__name__}: {first_line(e)} (rerun with --debug for the traceback)"
-            ),
-            1,
-        )
+        _internal(e)
+
+
+# A disk that fills up or turns read-only mid-run, or a file the user may not read or write, is
+# the machine's state, not an edgekd defect.
+MACHINE_STATE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _internal(e: BaseException) -> None:
+    """An exception that no check classified: a defect in edgekd itself (exit 1)."""
+    _fail(
+        RuntimeError(
+            f"internal error, a bug in edgekd: {type(e).__name__}: {first_line(e)} "
+            "(rerun with --debug for the traceback)"
+        ),
+        1,
+    )
 
 
 def _size(text: str | None) -> list[int] | None:
@@ -691,7 +712,20 @@ def targets_show(name: Annotated[str, typer.Argument(help="Target name or .toml 
 
 
 def main() -> None:
+    """The console script: a usage error (unknown option, unparsable value) is one line, exit 2,
+    like every other bad input."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except CommandLineError as e:
+        code = e.exit_code
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ != "NoArgsIsHelpError":  # a bare command has printed its help
+            where = f"; see {ctx.command_path} --help" if ctx else ""
+            message = first_line(e.format_message()).rstrip(".")
+            typer.echo(f"edgekd: error: {message}{where}", err=True)
+    except typer.Abort:
+        typer.echo("edgekd: interrupted", err=True)
+        code = 130
     except BrokenPipeError:
-        sys.exit(1)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

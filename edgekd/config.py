@@ -8,9 +8,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgekd.distill.augment import AUGMENTATIONS
 from edgekd.errors import BadInput
-from edgekd.quant.calibrators import get_calibrator
+from edgekd.validation import check_combination, check_config
 
 EXAMPLE_TEACHER = "edgekd.example.teacher:fashion_cnn"
 EXAMPLE_MEAN = [0.2860]
@@ -61,6 +60,9 @@ class CompressConfig:
     device: str = "auto"
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_config(self)  # type, finiteness and range of every field (edgekd.validation)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -77,7 +79,8 @@ class CompressConfig:
         return self.qat_lr if self.qat_lr is not None else self.lr * 0.01
 
     def resolved(self) -> CompressConfig:
-        """Fill in the bundled example when neither teacher nor data is given; check ranges."""
+        """Fill in the bundled example when neither teacher nor data is given, and the target's
+        default weight bits."""
         cfg = self
         if cfg.teacher is None and cfg.data is None:
             example = resources.files("edgekd.example")
@@ -93,43 +96,12 @@ class CompressConfig:
             )
         elif cfg.teacher is None or cfg.data is None:
             raise BadInput("give both --teacher and --data, or neither to run the bundled example")
-        for name in ("epochs", "batch_size", "calib_samples"):
-            if getattr(cfg, name) < 1:
-                raise BadInput(f"--{name.replace('_', '-')} must be at least 1")
-        if cfg.nproc < 1:
-            raise BadInput("--nproc must be at least 1")
-        if cfg.augment not in AUGMENTATIONS:
-            raise BadInput(f"--augment {cfg.augment!r}: valid: {', '.join(AUGMENTATIONS)}")
-        if cfg.calibrator is not None:
-            get_calibrator(cfg.calibrator)
-        if cfg.ensemble_weights is not None and len(cfg.ensemble_weights) != 1 + len(cfg.ensemble):
-            raise BadInput(
-                f"--ensemble-weights gives {len(cfg.ensemble_weights)} weight(s) for "
-                f"{1 + len(cfg.ensemble)} teacher(s)"
-            )
-        if cfg.unlabeled_only and not cfg.unlabeled:
-            raise BadInput("--unlabeled-only needs --unlabeled PATH")
-        if cfg.qat_epochs < 0:
-            raise BadInput("--qat-epochs must be 0 or more")
-        if cfg.keep_float is not None:
-            from edgekd.quant.sensitivity import parse_keep_float
-
-            if parse_keep_float(cfg.keep_float) and not cfg.sensitivity:
-                raise BadInput(
-                    f"--keep-float {cfg.keep_float} chooses layers by their sensitivity: "
-                    "drop --no-sensitivity"
-                )
         if cfg.weight_bits is None:
             from edgekd.quant.weight_bits import default_weight_bits
             from edgekd.targets import load_target
 
             cfg = replace(cfg, weight_bits=default_weight_bits(load_target(cfg.target))[0])
-        from edgekd.quant.weight_bits import weight_qmax
-
-        weight_qmax(cfg.weight_bits)
-        for name in ("lr", "temperature", "min_compression", "max_accuracy_drop"):
-            if getattr(cfg, name) < 0 or (name != "max_accuracy_drop" and getattr(cfg, name) == 0):
-                raise BadInput(f"--{name.replace('_', '-')} must be positive")
+        check_combination(cfg)
         return cfg
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import tomllib
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -21,8 +20,9 @@ from torch import nn
 from edgekd import faults, resume
 from edgekd._version import __version__
 from edgekd.atomic import sha256, write_bytes, write_json, write_torch
+from edgekd.calibration import calibration_inputs
 from edgekd.config import CompressConfig
-from edgekd.data import Dataset, Split, calibration_set, load_dataset, load_unlabeled
+from edgekd.data import Dataset, Split, load_dataset, load_unlabeled
 from edgekd.device.fingerprint import x86_int8_dot
 from edgekd.distill.augment import make_augment
 from edgekd.distill.cache import cache_key, default_cache_dir, teacher_fingerprint, teacher_outputs
@@ -88,14 +88,10 @@ from edgekd.runners.ort_runner import OrtRunner
 from edgekd.runners.remote import SshSession, SshTarget
 from edgekd.targets import Target, load_target
 from edgekd.validate import accuracy, agreement, gate, per_class_accuracy, run_models
+from edgekd.validation import check_out
 
 PARITY_SAMPLES = 256  # validation samples, drawn at random (seeded), that export's parity uses
 PARITY_AGREEMENT = 0.98  # below this top-1 agreement with the fake-quant student, export warns
-# Fewest calibration images accepted. A per-tensor range found on fewer rests on a handful of
-# images (layers near the output see only a few values per image), so one atypical image sets the
-# scale; TensorRT and ONNX Runtime suggest hundreds (the default is 512). 32 is a floor that
-# catches mistakes (an empty or truncated manifest, --calib-samples 1), not a recommendation.
-MIN_CALIB_SAMPLES = 32
 SENSITIVITY_SAMPLES = 2000  # training samples each layer's quantization is scored on
 
 
@@ -230,7 +226,7 @@ class Context:
     def new_student(self, spec: StudentSpec | None = None) -> nn.Module:
         """A fresh float student: the user's factory, or ``spec`` (default: sizing's choice)."""
         if self.cfg.student:
-            student = load_model(self.cfg.student)
+            student = load_model(self.cfg.student, role="student")
             check_classes(student, self.data.val.x, self.data.num_classes, "the student")
             return student.train()
         if spec is None:
@@ -354,31 +350,11 @@ class Context:
         return CachedTeacher(logits, outputs[0])
 
     def calibration_inputs(self) -> torch.Tensor:
-        """The manifest's training images, or ``calib_samples`` random ones; at least
-        MIN_CALIB_SAMPLES."""
-        manifest = self.cfg.calib_manifest
-        if not manifest:
-            x = calibration_set(self.data.train, self.cfg.calib_samples, self.cfg.seed)
-            given = len(x) == self.cfg.calib_samples
-            source = "--calib-samples gives" if given else "the training split has only"
-            _check_calibration_size(len(x), source)
-            return x
-        try:
-            spec = tomllib.loads(Path(manifest).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise BadInput(f"{manifest}: not a readable calibration manifest ({e})") from None
-        if spec.get("sha256") and spec["sha256"] != sha256(self.cfg.data):
-            raise BadInput(f"{manifest}: made for another data file than {self.cfg.data}")
-        idx = torch.tensor(spec.get("indices", []), dtype=torch.long)
-        _check_calibration_size(idx.numel(), f"calibration manifest {manifest} lists")
-        if int(idx.max()) >= len(self.data.train):
-            raise BadInput(f"{manifest}: indices do not fit the training split")
-        return self.data.train.x[idx]
-
-
-def _check_calibration_size(n: int, source: str) -> None:
-    if n < MIN_CALIB_SAMPLES:
-        raise BadInput(f"calibration needs at least {MIN_CALIB_SAMPLES} samples; {source} {n}")
+        """The training images that calibrate the INT8 ranges (edgekd.calibration)."""
+        c = self.cfg
+        return calibration_inputs(
+            self.data.train, c.calib_samples, c.seed, c.calib_manifest, c.data
+        )
 
 
 def _epoch_config(cfg: CompressConfig, qat: bool) -> TrainConfig:
@@ -424,7 +400,10 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
 
     Everything that can be wrong with the inputs fails here, before anything is written.
     """
-    data, teacher, target, _ = ctx.data, ctx.teacher, ctx.target, ctx.device
+    data, target = ctx.data, ctx.target
+    if ctx.scheme is not None:
+        ctx.calibration_inputs()  # a bad manifest or too few samples fail before the teacher loads
+    teacher, _ = ctx.teacher, ctx.device
     inputs = input_fingerprints(ctx)
     resumed = resume and ctx.run.exists()
     applied = _resume_changes(ctx, inputs) if resumed else []
@@ -455,8 +434,6 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
     fresh = not (resume and ctx.run.student_pt.exists())
     taps = ctx.distill_setup(student).layers if fresh else []  # losses, pairs, adapters fit
     qat_taps = taps if ctx.cfg.qat_epochs else []  # QAT hooks them again in the fake-quant model
-    if ctx.scheme is not None:
-        ctx.calibration_inputs()  # too few calibration samples fail here, before the run folder
     checked = preflight(
         teacher, student, data.val.x[:2], target, ctx.scheme, ctx.cfg.calibrator, qat_taps
     )  # every later step on the untrained models: what would fail after training fails here
@@ -916,6 +893,8 @@ def compress(cfg: CompressConfig, out: str | Path, resume: bool = False) -> dict
     ranks return None).
     """
     distributed = init_from_env()
+    if is_main():
+        check_out(out, resume)  # a bad --out fails in one line before any input is loaded
     ctx = Context(cfg.resolved(), RunDir(out))
     t0 = time.perf_counter()
     if is_main():
@@ -977,6 +956,7 @@ def _changed(ctx: Context, stage: str, changes: dict[str, Any]) -> Context:
 
 def open_run(cfg: CompressConfig, out: str | Path, resume: bool = False) -> Context:
     """Check the inputs and create the run folder (the ``distill`` command's first step)."""
+    check_out(out, resume)
     ctx = Context(cfg.resolved(), RunDir(out))
     plan(ctx, resume)
     return ctx

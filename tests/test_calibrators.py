@@ -13,11 +13,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from edgekd.calibration import MIN_CALIB_SAMPLES
 from edgekd.cli import _config, app
 from edgekd.config import CompressConfig
 from edgekd.errors import BadInput
 from edgekd.models.students import StudentSpec, build_student
-from edgekd.pipeline import MIN_CALIB_SAMPLES, run_stage
+from edgekd.pipeline import run_stage
 from edgekd.quant.calibrators import CALIBRATORS, get_calibrator, quantization_mse
 from edgekd.quant.fakequant import ActFakeQuant
 from edgekd.quant.prepare import act_quantizers, prepare_qat

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -164,7 +165,13 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
                 + _few([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong])
             )
         raise BadInput(f"{path}: weights do not fit the architecture: {'; '.join(parts)}")
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except Exception as e:  # noqa: BLE001 - a model's own load hooks can raise anything
+        raise BadInput(
+            f"{path}: loading it into {type(model).__name__} failed: "
+            f"{type(e).__name__}: {first_line(e)}"
+        ) from None
 
 
 def _few(items: list[str], n: int = 3) -> str:
@@ -172,14 +179,23 @@ def _few(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + more
 
 
-def load_model(spec: str, weights: str | Path | None = None) -> nn.Module:
-    """Load a model from a file or a factory spec, in eval mode."""
+def load_model(spec: str, weights: str | Path | None = None, role: str = "teacher") -> nn.Module:
+    """Load a model from a file or a factory spec, in eval mode; ``role`` (teacher, student)
+    names it in errors."""
     path = Path(spec)
     suffix = path.suffix.lower()
     if ":" in spec and not path.exists():
-        model = _import_factory(spec)()
+        factory = _import_factory(spec)
+        try:
+            model = factory()
+        except Exception as e:  # noqa: BLE001 - the user's code can raise anything
+            raise BadInput(
+                f"{role} factory {spec} raised {type(e).__name__}: {first_line(e)}"
+            ) from None
         if not isinstance(model, nn.Module):
-            raise BadInput(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+            raise BadInput(
+                f"{role} factory {spec} returned {type(model).__name__}, not a torch.nn.Module"
+            )
         if weights is not None:
             load_weights(model, weights)
         return model.eval()
@@ -203,7 +219,9 @@ def load_model(spec: str, weights: str | Path | None = None) -> nn.Module:
         finally:
             torch_log.setLevel(level)
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # its deprecation notice would be a second stderr line
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception:  # noqa: BLE001 - torch.jit raises RuntimeError/ValueError for a bad file
         raise BadInput(
             f"{path}: not a TorchScript file; for a state_dict give the architecture as "
