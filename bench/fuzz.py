@@ -5,9 +5,10 @@ docs/benchmarks.md.
 The parsers and their inputs are those of tests/test_fuzz_parsers.py (tests/fuzz_inputs.py):
 target profiles (mutated bundled ones and made-up TOML), target names, run configs (--config),
 NPZ, IDX (raw and gzip) and ImageFolder data with corrupt, truncated, empty and non-image
-files. Per parser it prints how many examples ran, how many parsed to a valid object, how many
-were refused with one line (BadInput, exit 2 at the CLI) and how many let anything else escape,
-with the first example of each kind of escape. Exit status 1 if anything escaped.
+files, and --unlabeled inputs (any of those three). Per parser it prints how many examples
+ran, how many parsed to a valid object, how many were refused with one line (BadInput, exit 2
+at the CLI) and how many let anything else escape, with the first example of each kind of
+escape. Exit status 1 if anything escaped.
 
 Usage: python bench/fuzz.py [--examples 2000] [--seed 0] [--parsers "NPZ,IDX"]
 """
@@ -20,6 +21,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("EDGEKD_QUIET", "1")
@@ -60,6 +62,7 @@ def fuzz(name: str, examples: int, rng_seed: int) -> tuple[collections.Counter, 
 
 
 def main() -> int:
+    warnings.filterwarnings("ignore", "Palette images with Transparency", UserWarning)  # PIL's
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2000, help="examples per parser")
     parser.add_argument("--seed", type=int, default=0)

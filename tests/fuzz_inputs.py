@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from edgekd.config import CompressConfig
 from edgekd.config_file import _toml_string, _toml_value, config_toml, load_config_file
-from edgekd.data import Dataset, load_dataset
+from edgekd.data import Dataset, Split, load_dataset, load_unlabeled
 from edgekd.errors import BadInput
 from edgekd.targets import Budgets, Hardware, LatencyMethod, Overhead, Target, load_target
 
@@ -457,12 +458,37 @@ def idx_folders() -> st.SearchStrategy[Case]:
     return idx_dirs().map(lambda files: Case(files, ""))
 
 
+@st.composite
+def unlabeled_inputs(draw: st.DrawFn) -> Case:
+    """What ``--unlabeled`` takes: an ``.npz``, an IDX images file (raw or gzip), or a folder."""
+    kind = draw(st.sampled_from(["npz", "idx", "folder"]))
+    if kind == "npz":
+        return Case({"u.npz": draw(npz_bytes())}, "u.npz")
+    if kind == "folder":
+        return Case(draw(image_folders()).files, "")
+    raw = draw(idx_bytes(False, draw(st.integers(1, 6)), _rarely(draw, (4, 4), (0, 2), (3, 5))))
+    if draw(st.booleans()):
+        return Case({"u-ubyte.gz": gzip.compress(raw, mtime=0)}, "u-ubyte.gz")
+    return Case({"u-ubyte": raw}, "u-ubyte")
+
+
+def _unlabeled_like() -> Dataset:
+    """The dataset ``--unlabeled`` images are preprocessed like: 1 channel, 4x4, mean/std set."""
+    split = Split(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]))
+    return Dataset(split, split, ["a", "b"], 1, (4, 4), (0.5,), (0.25,), "fuzz", "")
+
+
 def _check_target(found: Target) -> None:
     assert isinstance(found, Target) and found.name and found.execution_providers
 
 
 def _config(path: Path) -> None:
     CompressConfig(**load_config_file(path)).resolved()
+
+
+def _check_unlabeled(x: torch.Tensor, like: Dataset) -> None:
+    assert x.shape[1:] == (like.channels, *like.size) and len(x) > 0, x.shape
+    assert bool(x.isfinite().all())
 
 
 def _check_dataset(d: Dataset, case: Case) -> None:
@@ -477,6 +503,7 @@ def _check_dataset(d: Dataset, case: Case) -> None:
     assert all(s > 0 for s in d.std) and len(d.mean) == len(d.std) == c
 
 
+_LIKE = _unlabeled_like()
 Parse = Callable[[Path, Case], None]
 PARSERS: dict[str, tuple[st.SearchStrategy[Case], Parse]] = {
     "target profile": (target_files(), lambda root, c: _check_target(load_target(root / c.arg))),
@@ -487,6 +514,10 @@ PARSERS: dict[str, tuple[st.SearchStrategy[Case], Parse]] = {
     "ImageFolder": (
         image_folders(),
         lambda root, c: _check_dataset(load_dataset(root, **c.kwargs), c),
+    ),
+    "unlabeled": (
+        unlabeled_inputs(),
+        lambda root, c: _check_unlabeled(load_unlabeled(root / c.arg, _LIKE), _LIKE),
     ),
 }
 

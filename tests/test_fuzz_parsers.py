@@ -17,7 +17,7 @@ from fuzz_inputs import BUNDLED_TARGETS, PARSERS, Case, npy_header, outcome, png
 from hypothesis import HealthCheck, given, settings
 
 EXAMPLES = {"target profile": 200, "target name": 150, "run config": 200, "NPZ": 150}
-EXAMPLES |= {"IDX": 150, "ImageFolder": 100}
+EXAMPLES |= {"IDX": 150, "ImageFolder": 100, "unlabeled": 100}
 
 
 @pytest.mark.filterwarnings("ignore:Palette images with Transparency:UserWarning")  # PIL's, on P
