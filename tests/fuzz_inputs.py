@@ -61,19 +61,9 @@ WORDS = [  # values the parsers give meaning to, so mutations reach past the typ
 INTS = [0, 1, -1, 7, 8, 2**31, 2**63 - 1, 2**63, -(2**63) - 1, 10**400]
 TOKENS = [  # byte strings that change what a TOML file means
     *(b"[", b"]", b"[[", b"]]", b"{", b"}", b"=", b",", b".", b"#", b"\n", b'"', b"'", b"'''"),
-    *(
-        b"\\",
-        b"\\u",
-        b"\x00",
-        b"\x7f",
-        b"\xff",
-        b"\xc3",
-        b"\xed\xa0\x80",
-        b"1e999",
-        b"nan",
-        b"-inf",
-    ),
-    *(b"0x", b"0o8", b"9" * 40, b"1979-05-27T07:32:00Z", b"true", b"\r\n", b"\t", b"\xef\xbb\xbf"),
+    *(b"\\", b"\\u", b"\x00", b"\x7f", b"\xff", b"\xc3", b"\xed\xa0\x80", b"1e999", b"nan"),
+    *(b"-inf", b"0x", b"0o8", b"9" * 40, b"1979-05-27T07:32:00Z", b"true", b"\r\n", b"\t"),
+    b"\xef\xbb\xbf",
 ]
 
 
