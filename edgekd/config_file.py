@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.config import CompressConfig
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, printable
+from edgekd.toml_file import read_toml
 
 HEADER = (
     "# edgekd run config: the resolved options of this run.\n"
@@ -62,7 +63,10 @@ def _coerce(value: Any, tp: Any) -> Any:
         key, item = typing.get_args(tp)
         return {_coerce(k, key): _coerce(v, item) for k, v in value.items()}
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer past float's range is no number edgekd can use
+            raise TypeError from None
     if tp in (str, int, bool) and type(value) is tp:
         return value
     raise TypeError
@@ -74,14 +78,16 @@ def check_config_dict(values: dict[str, Any], where: str) -> dict[str, Any]:
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise BadInput(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(hints))}"
+            f"{where}: unknown key(s) {', '.join(map(printable, unknown))}; "
+            f"known: {', '.join(sorted(hints))}"
         )
     out = {}
     for key, value in values.items():
         try:
             out[key] = _coerce(value, hints[key])
         except TypeError:
-            shown = _toml_value(value, key) if _writable(value) else repr(value)
+            shown = _shown(value, key)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
             raise BadInput(f"{where}: {key} = {shown}: expected {_describe(hints[key])}") from None
     return out
 
@@ -89,17 +95,26 @@ def check_config_dict(values: dict[str, Any], where: str) -> dict[str, Any]:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The fields a TOML config file sets, checked (unknown keys and wrong types are errors)."""
     path = Path(path)
+    where = printable(path)
     try:
-        values = tomllib.loads(path.read_text())
+        values = read_toml(path)
     except FileNotFoundError:
-        raise BadInput(f"--config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise BadInput(f"--config {path}: not a readable TOML file ({e})") from None
-    return check_config_dict(values, str(path))
+        raise BadInput(f"--config {where}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise BadInput(f"--config {where}: not a readable TOML file ({e})") from None
+    return check_config_dict(values, where)
 
 
-def _writable(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool | list | dict)
+def _shown(value: Any, key: str, depth: int = 2) -> str:
+    """``value`` for a one-line message, as TOML: arrays and tables ``depth`` levels deep."""
+    if isinstance(value, list | dict) and depth == 0:
+        return "[...]" if isinstance(value, list) else "{...}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v, key, depth - 1) for v in value) + "]"
+    if isinstance(value, dict):
+        pairs = (f"{_toml_string(str(k))} = {_shown(v, key, depth - 1)}" for k, v in value.items())
+        return "{" + ", ".join(pairs) + "}"
+    return _toml_value(value, key) if isinstance(value, str | int | float) else repr(value)
 
 
 def _toml_string(text: str) -> str:

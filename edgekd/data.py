@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import re
 import zipfile
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -17,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, printable
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_DEFLATE_MAX_RATIO = 1032  # no deflate stream (gzip, zip) inflates more than this
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _VAL_DIRS = ("val", "valid", "validation", "test")
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F"}
@@ -57,19 +60,38 @@ class Dataset:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed), as used by MNIST and Fashion-MNIST."""
+    """Read an IDX file (optionally gzip-compressed), as used by MNIST and Fashion-MNIST.
+
+    The header's dimensions are checked against what the file can hold before anything that
+    size is read; every problem is a BadInput naming the file.
+    """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=_IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: IDX header says {dims} but holds {data.size} values")
-    return data.reshape(dims).astype(data.dtype.newbyteorder("="), copy=False)
+    packed = path.suffix == ".gz"
+    try:
+        size = path.stat().st_size
+        room = size * (_DEFLATE_MAX_RATIO if packed else 1)
+        with (gzip.open if packed else open)(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES:
+                raise BadInput(f"{path} is not an IDX file")
+            raw_dims = f.read(4 * head[3])
+            if len(raw_dims) < 4 * head[3]:
+                raise BadInput(f"corrupt IDX file {path}: header cut short")
+            dims = [int.from_bytes(raw_dims[i : i + 4], "big") for i in range(0, len(raw_dims), 4)]
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            nbytes = math.prod(dims) * dtype.itemsize
+            if nbytes > room:
+                raise BadInput(
+                    f"corrupt IDX file {path}: header says {dims} ({nbytes} bytes), more than "
+                    f"a file of {size} bytes holds"
+                )
+            data, rest = f.read(nbytes), f.read(1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise BadInput(f"corrupt IDX file {path}: {e}") from None
+    if len(data) != nbytes or rest:
+        held = f"{len(data) // dtype.itemsize} values" if not rest else "more values"
+        raise BadInput(f"corrupt IDX file {path}: header says {dims} but it holds {held}")
+    return np.frombuffer(data, dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
 def parse_floats(text: str) -> tuple[float, ...]:
@@ -193,25 +215,21 @@ def load_unlabeled(path: str | Path, like: Dataset) -> torch.Tensor:
 def _unlabeled_array(path: Path) -> torch.Tensor:
     """(N, C, H, W) float32 in [0, 1] from an ``.npz`` (``x`` or ``x_train``) or an IDX file."""
     if path.suffix.lower() == ".npz":
-        if not zipfile.is_zipfile(path):
-            raise BadInput(f"{path} is not an NPZ file (not a zip archive)")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                name = next((k for k in ("x", "x_train") if k in z.files), None)
-                if name is None:
-                    raise BadInput(
-                        f"{path} needs an array x (or x_train); it has {', '.join(sorted(z.files)) or 'none'}"
-                    )
-                x = z[name]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise BadInput(f"{path} is not a readable NPZ file: {e}") from None
+
+        def images(names: list[str]) -> list[str]:
+            name = next((k for k in ("x", "x_train") if k in names), None)
+            if name is None:
+                has = ", ".join(sorted(names)) or "none"
+                raise BadInput(f"{path} needs an array x (or x_train); it has {has}")
+            return [name]
+
+        ((name, x),) = _npz_arrays(path, images).items()
     else:
         try:
             x, name = read_idx(path), "images"
-        except (OSError, ValueError, EOFError) as e:
-            reason = str(e) if str(path) in str(e) else f"{path}: {e}"
+        except BadInput as e:
             raise BadInput(
-                f"{reason}; expected a folder of images, an .npz or an IDX images file"
+                f"{e}; expected a folder of images, an .npz or an IDX images file"
             ) from None
     try:
         return _array_split({name: x, "labels": np.zeros(x.shape[:1], np.int64)}, name, "labels").x
@@ -326,13 +344,7 @@ def _is_gray(mode: str) -> bool:
 
 def _read_npz(path: Path, val_fraction: float, seed: int) -> tuple[Split, Split, list[str]]:
     """Read ``x_train, y_train, x_val, y_val`` (or ``x, y``, then split) and ``class_names``."""
-    if not zipfile.is_zipfile(path):
-        raise BadInput(f"{path} is not an NPZ file (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise BadInput(f"{path} is not a readable NPZ file: {e}") from None
+    arrays = _npz_arrays(path)
     if {"x_train", "y_train", "x_val", "y_val"} <= arrays.keys():
         train = _array_split(arrays, "x_train", "y_train")
         val = _array_split(arrays, "x_val", "y_val")
@@ -347,9 +359,12 @@ def _read_npz(path: Path, val_fraction: float, seed: int) -> tuple[Split, Split,
     if names is not None:
         if names.ndim != 1 or len(names) == 0:
             raise BadInput(f"{path}: class_names must be a non-empty 1-D array of names")
-        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
+        try:
+            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
+        except UnicodeDecodeError:
+            raise BadInput(f"{path}: class_names must be UTF-8 text") from None
     else:
-        classes = [str(i) for i in range(int(max(train.y.max(), val.y.max())) + 1)]
+        classes = _numbered_classes(path, (train,) if train is val else (train, val))
     _check_labels(path, (train, val), len(classes))
     if train is val:
         tr, va = _stratified(train.y.numpy(), classes, val_fraction, seed)
@@ -365,13 +380,10 @@ def _read_idx_dir(root: Path) -> tuple[Split, Split, list[str]]:
             f = _idx_file(root, f"{split}-{stem}")
             if f is None:
                 raise BadInput(f"IDX directory {root} lacks {split}-{stem}-ubyte[.gz]")
-            try:
-                arrays[f"{key}_{split}"] = read_idx(f)
-            except (OSError, ValueError, EOFError) as e:
-                raise BadInput(f"corrupt IDX file {f}: {e}") from None
+            arrays[f"{key}_{split}"] = read_idx(f)
     train = _array_split(arrays, "x_train", "y_train")
     val = _array_split(arrays, "x_t10k", "y_t10k")
-    classes = [str(i) for i in range(int(max(train.y.max(), val.y.max())) + 1)]
+    classes = _numbered_classes(root, (train, val))
     _check_labels(root, (train, val), len(classes))
     return train, val, classes
 
@@ -397,6 +409,8 @@ def _array_split(arrays: dict[str, np.ndarray], kx: str, ky: str) -> Split:
         raise BadInput(f"{kx} has {len(x)} samples but {ky} has {len(y)}")
     if len(x) == 0:
         raise BadInput(f"{kx} is empty")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise BadInput(f"{kx} holds images of {_hw(x.shape[2:])} pixels")
     if np.issubdtype(x.dtype, np.integer):
         if x.min() < 0 or x.max() > 255:
             raise BadInput(f"{kx} holds integers outside 0..255")
@@ -408,6 +422,61 @@ def _array_split(arrays: dict[str, np.ndarray], kx: str, ky: str) -> Split:
     else:
         raise BadInput(f"{kx} must hold uint8 or float pixels, got {x.dtype}")
     return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
+
+
+def _npz_arrays(path: Path, pick: Callable[[list[str]], list[str]] = list) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` that ``pick`` chooses from its array names, each checked
+    against the bytes its member occupies before it is allocated."""
+    if not zipfile.is_zipfile(path):
+        raise BadInput(f"{path} is not an NPZ file (not a zip archive)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = {i.filename[:-4]: i for i in z.infolist() if i.filename.endswith(".npy")}
+            return {name: _npy(path, z, members[name]) for name in pick(list(members))}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise BadInput(f"{path} is not a readable NPZ file: {e}") from None
+
+
+def _npy(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One ``.npy`` member, its header's shape checked against its size first (np.load would
+    allocate whatever the header claims)."""
+    where = f"{path}: {printable(info.filename)}"
+    if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise BadInput(f"{where} is encrypted or compressed other than as np.savez does")
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _DEFLATE_MAX_RATIO
+    if info.file_size > min(info.compress_size, path.stat().st_size) * ratio:
+        raise BadInput(
+            f"{where} claims {info.file_size} bytes, more than its compressed size holds"
+        )
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise BadInput(f"{where}: .npy format version {version} is not supported")
+        header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = header(f)
+    if dtype.hasobject:
+        raise BadInput(f"{where} holds Python objects, which edgekd does not unpickle")
+    if math.prod(shape) * dtype.itemsize > info.file_size:
+        raise BadInput(
+            f"{where}: header claims shape {shape} of {dtype}, more than its {info.file_size} bytes"
+        )
+    with z.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _numbered_classes(source: Path, splits: tuple[Split, ...]) -> list[str]:
+    """Classes "0" to "K-1" for unnamed labels, K the largest label + 1 (at most the samples)."""
+    top, n = max(int(s.y.max()) for s in splits), sum(len(s) for s in splits)
+    if top >= n:
+        raise BadInput(
+            f"{source}: the largest label is {top} but there are {n} samples; "
+            "labels must number the classes from 0"
+        )
+    return [str(i) for i in range(top + 1)]
 
 
 def _check_labels(source: Path, splits: tuple[Split, ...], k: int) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 
@@ -32,6 +33,14 @@ def first_line(e: BaseException, containing: str = "") -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     lines = [line.strip() for line in text.splitlines() if line.strip() and containing in line]
     return lines[0] if lines else ("" if containing else type(e).__name__)
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """``text`` (a path, a key) for a one-line message: as it is if it prints on one line, else
+    JSON-quoted (newlines, NULs escaped); cut in the middle past ``limit`` characters."""
+    text = str(text)
+    text = text if text.isprintable() else json.dumps(text)
+    return text if len(text) <= limit else f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 1) :]}"
 
 
 # Remote devices (``--remote USER@HOST``): one exit code per way the device can be out of reach.

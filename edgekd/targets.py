@@ -18,7 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import BadInput, EdgekdError
+from edgekd.errors import BadInput, EdgekdError, printable
+from edgekd.toml_file import read_toml
 
 DEFAULT_TARGET = "host-cpu"
 
@@ -149,17 +150,26 @@ _RULES: list[tuple[typing.Callable[[Target], bool], str, str]] = [
 def load_target(name_or_path: str | Path) -> Target:
     """Load a bundled profile by name (``"jetson-orin-nano-8gb"``) or a profile file by path."""
     text = str(name_or_path)
-    if isinstance(name_or_path, Path) or text.endswith(".toml") or Path(text).exists():
+    if isinstance(name_or_path, Path) or text.endswith(".toml") or _is_path(text):
         return _load_file(Path(name_or_path))
-    path = _bundled_dir() / f"{text}.toml"
-    if not path.is_file():
-        raise BadInput(_unknown_target_message(text, [p.stem for p in _bundled_files()]))
-    return _load_file(path)
+    bundled = {p.stem: p for p in _bundled_files()}
+    if text not in bundled:
+        raise BadInput(_unknown_target_message(text, list(bundled)))
+    return _load_file(bundled[text])
 
 
 def list_targets() -> list[Target]:
     """All bundled profiles, sorted by name."""
     return sorted((_load_file(p) for p in _bundled_files()), key=lambda t: t.name)
+
+
+def _is_path(text: str) -> bool:
+    """Whether ``text`` names something on disk (a name the OS cannot take, too long or with a
+    NUL, names nothing)."""
+    try:
+        return Path(text).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _bundled_dir() -> Path:
@@ -183,53 +193,55 @@ def _unknown_target_message(name: str, known: list[str]) -> str:
     near = [k for k in known if key in k]  # names containing it; failing that, close spellings
     near = near or difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     hint = f"; did you mean: {', '.join(near)}?" if near else ""
-    return f'unknown target "{name}"{hint} (edgekd targets list shows all)'
+    shown = json.dumps(name if len(name) <= 80 else name[:77] + "...")
+    return f"unknown target {shown}{hint} (edgekd targets list shows all)"
 
 
 def _load_file(path: Path) -> Target:
+    where = printable(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise BadInput(f"{path}: cannot read target profile: {reason}") from None
+        data = read_toml(path)
     except tomllib.TOMLDecodeError as e:
-        raise BadInput(f"{path}: invalid TOML: {e}") from None
+        raise BadInput(f"{where}: invalid TOML: {e}") from None
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise BadInput(f"{where}: cannot read target profile: {reason}") from None
     data.setdefault("name", path.stem)
-    target = _build(Target, data, path, prefix="", preset={"path": path})
+    target = _build(Target, data, where, prefix="", preset={"path": path})
     for broken, key, must in _RULES:
         if broken(target):
-            raise BadInput(f"{path}: {key} {must.format(t=target)}")
-    _check_providers(target)
+            raise BadInput(f"{where}: {key} {must.format(t=target)}")
+    _check_providers(target, where)
     return target
 
 
-def _build(cls: type, table: Any, path: Path, prefix: str, preset: dict[str, Any]) -> Any:
+def _build(cls: type, table: Any, where: str, prefix: str, preset: dict[str, Any]) -> Any:
     """Check ``table`` against dataclass ``cls`` field by field and construct it."""
     if not isinstance(table, dict):
-        raise BadInput(f"{path}: {prefix.rstrip('.')} must be a table, got {_show(table)}")
+        raise BadInput(f"{where}: {prefix.rstrip('.')} must be a table, got {_show(table)}")
     specs = {f.name: f for f in fields(cls) if f.name not in preset}
     for key in table:
         if key not in specs:
             close = difflib.get_close_matches(key, list(specs), n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else ""
-            raise BadInput(f"{path}: unknown field {prefix}{key}{hint}")
+            raise BadInput(f"{where}: unknown field {printable(prefix + key)}{hint}")
     hints = typing.get_type_hints(cls)
     values = dict(preset)
     for name, spec in specs.items():
         if name in table:
-            values[name] = _convert(table[name], hints[name], spec, path, prefix + name)
+            values[name] = _convert(table[name], hints[name], spec, where, prefix + name)
         elif spec.default is MISSING:
-            raise BadInput(f"{path}: missing required field {prefix}{name}")
+            raise BadInput(f"{where}: missing required field {prefix}{name}")
     return cls(**values)
 
 
-def _convert(value: Any, hint: Any, spec: Any, path: Path, key: str) -> Any:
+def _convert(value: Any, hint: Any, spec: Any, where: str, key: str) -> Any:
     """Check one value against its type hint and field metadata; return it converted."""
     args = typing.get_args(hint)
     if type(None) in args:  # "X | None": left out means None, given must be an X
         hint = next(a for a in args if a is not type(None))
     if is_dataclass(hint):
-        return _build(hint, value, path, prefix=key + ".", preset={})
+        return _build(hint, value, where, prefix=key + ".", preset={})
     choices = spec.metadata.get("choices")
     minimum = spec.metadata.get("minimum")
     if choices:
@@ -239,23 +251,31 @@ def _convert(value: Any, hint: Any, spec: Any, path: Path, key: str) -> Any:
     elif typing.get_origin(hint) is tuple:
         ok = isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
         want = "a non-empty list of strings"
-    elif hint is int:
+    elif hint is int:  # TOML integers are 64-bit
         least = 1 if minimum is None else minimum
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
+        ok = isinstance(value, int) and not isinstance(value, bool) and least <= value < 2**63
         want = "a positive integer" if minimum is None else f"an integer >= {minimum}"
+        want += " below 2^63" if isinstance(value, int) and value >= 2**63 else ""
     elif hint is float:
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        ok, want = number and math.isfinite(value) and value > 0, "a positive number"
+        ok, want = number and _finite(value) and value > 0, "a positive number"
     else:
         raise TypeError(f"no check for {key}: {hint}")
     if not ok:
-        raise BadInput(f"{path}: {key} must be {want}, got {_show(value)}")
+        raise BadInput(f"{where}: {key} must be {want}, got {_show(value)}")
     if hint is float:
         return float(value)
     return tuple(value) if isinstance(value, list) else value
 
 
-def _check_providers(target: Target) -> None:
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer past float's range
+        return False
+
+
+def _check_providers(target: Target, where: str) -> None:
     import onnxruntime  # lazily: only the provider names are needed
 
     known = onnxruntime.get_all_providers()
@@ -263,8 +283,11 @@ def _check_providers(target: Target) -> None:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
-            raise BadInput(f"{target.path}: execution_providers: unknown provider {name}{hint}")
+            raise BadInput(
+                f"{where}: execution_providers: unknown provider {printable(name)}{hint}"
+            )
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value, default=str)
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
