@@ -80,7 +80,7 @@ def read_idx(path: str | Path) -> np.ndarray:
             dims = [int.from_bytes(raw_dims[i : i + 4], "big") for i in range(0, len(raw_dims), 4)]
             dtype = np.dtype(_IDX_DTYPES[head[2]])
             nbytes = math.prod(dims) * dtype.itemsize
-            if nbytes > room:
+            if math.prod(max(d, 1) for d in dims) * dtype.itemsize > room:  # a 0 beside 2^32s too
                 raise BadInput(
                     f"corrupt IDX file {path}: header says {dims} ({nbytes} bytes), more than "
                     f"a file of {size} bytes holds"

@@ -185,6 +185,11 @@ FOUND = {
         Case(_mnist(**{"train-images-idx3-ubyte": _idx([2**32 - 1] * 3, bytes(8))}), ""),
         "more than a file of 24 bytes holds",
     ),
+    "idx: header of 0 x 2^32 x 2^32 (ValueError from reshape)": (
+        "unlabeled",
+        Case({"u-ubyte": _idx([0, 2**32 - 1, 2**32 - 1], b"")}, "u-ubyte"),
+        "header says [0, 4294967295, 4294967295] (0 bytes), more than a file of 16 bytes holds",
+    ),
     "idx: gzip header claiming a gigabyte": (
         "IDX",
         Case(_mnist(**{"train-images-idx3-ubyte.gz": gzip.compress(_idx([1000, 1000, 1000], bytes(8)))}), ""),
