@@ -91,7 +91,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) != nbytes or rest:
         held = f"{len(data) // dtype.itemsize} values" if not rest else "more values"
         raise BadInput(f"corrupt IDX file {path}: header says {dims} but it holds {held}")
-    try:  # dims of zero size may still multiply past what numpy can index
+    try:  # e.g. more dimensions than numpy takes
         array = np.frombuffer(data, dtype).reshape(dims)
     except ValueError as e:
         raise BadInput(f"corrupt IDX file {path}: header says {dims} ({e})") from None
