@@ -176,6 +176,14 @@ Unlabeled = Annotated[
 UnlabeledOnly = Annotated[
     bool | None, typer.Option("--unlabeled-only", help="Train on the transfer set alone.")
 ]
+Baseline = Annotated[
+    bool | None,
+    typer.Option(
+        "--baseline",
+        help="Also train the same student on labels alone (same init, schedule and batches): "
+        "the report gives the distillation gain with a 95 % confidence interval.",
+    ),
+]
 Augment = Annotated[str | None, typer.Option(help="none, crop or crop+flip (teacher runs live).")]
 Optimizer = Annotated[str | None, typer.Option(help="adamw or sgd (Nesterov).")]
 Nproc = Annotated[
@@ -246,6 +254,7 @@ def compress(
     alpha: Alpha = None,
     unlabeled: Unlabeled = None,
     unlabeled_only: UnlabeledOnly = None,
+    baseline: Baseline = None,
     augment: Augment = None,
     optimizer: Optimizer = None,
     nproc: Nproc = None,
@@ -273,6 +282,13 @@ def compress(
             "--sensitivity/--no-sensitivity",
             help="Before QAT, score each layer quantized alone (the report's ranking; "
             "--keep-float needs it); skip it to save its time.",
+        ),
+    ] = None,
+    min_kd_gain: Annotated[
+        float | None,
+        typer.Option(
+            help="Gate (with --baseline): least distillation gain over the baseline, points "
+            "(its point estimate; the report shows the 95 % interval).",
         ),
     ] = None,
     int8_must_pay: Annotated[
@@ -314,6 +330,7 @@ def distill(
     alpha: Alpha = None,
     unlabeled: Unlabeled = None,
     unlabeled_only: UnlabeledOnly = None,
+    baseline: Baseline = None,
     augment: Augment = None,
     optimizer: Optimizer = None,
     nproc: Nproc = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -58,6 +59,8 @@ class CompressConfig:
     sensitivity: bool = True  # score each layer quantized alone before QAT (--keep-float needs it)
     weight_bits: int | None = None  # 8, or 7 against u8s8 saturation; None: the target's default
     int8_must_pay: bool = True  # gate: INT8 slower than its float twin fails validation
+    baseline: bool = False  # also train the student on labels alone: the distillation gain
+    min_kd_gain: float | None = None  # gate: least gain over the baseline, points; None = none
     device: str = "auto"
     seed: int = 0
 
@@ -109,6 +112,7 @@ class CompressConfig:
             )
         if cfg.unlabeled_only and not cfg.unlabeled:
             raise BadInput("--unlabeled-only needs --unlabeled PATH")
+        _check_baseline(cfg)
         if cfg.qat_epochs < 0:
             raise BadInput("--qat-epochs must be 0 or more")
         if cfg.keep_float is not None:
@@ -131,6 +135,24 @@ class CompressConfig:
             if getattr(cfg, name) < 0 or (name != "max_accuracy_drop" and getattr(cfg, name) == 0):
                 raise BadInput(f"--{name.replace('_', '-')} must be positive")
         return cfg
+
+
+def _check_baseline(cfg: CompressConfig) -> None:
+    """--baseline needs a distillation loss and labels; --min-kd-gain needs --baseline."""
+    if cfg.min_kd_gain is not None:
+        if not cfg.baseline:
+            raise BadInput("--min-kd-gain gates the gain over a baseline student: add --baseline")
+        if not math.isfinite(cfg.min_kd_gain):
+            raise BadInput(
+                f"--min-kd-gain must be a finite number of points, got {cfg.min_kd_gain}"
+            )
+    if cfg.baseline and cfg.loss.strip().lower() == "ce":
+        raise BadInput(
+            "--baseline trains the student on labels alone (loss ce) to compare with "
+            "distillation; --loss ce is that already: give a distillation loss or drop --baseline"
+        )
+    if cfg.baseline and cfg.unlabeled_only:
+        raise BadInput("--baseline trains on the labelled data, which --unlabeled-only leaves out")
 
 
 def quantize_changes(
