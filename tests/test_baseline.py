@@ -12,14 +12,17 @@ import jsonschema
 import numpy as np
 import pytest
 import torch
+from test_html_report import _shows, parse
 from typer.testing import CliRunner
 
 from edgekd.cli import app
+from edgekd.compare import load_runs, table
 from edgekd.config import CompressConfig
 from edgekd.distill.control import state_sha256
 from edgekd.models.teacher import load_weights
 from edgekd.pipeline import Context, compress, open_run, run_in
 from edgekd.report import load_schema
+from edgekd.report_html import resolve
 from edgekd.run import RunDir
 from edgekd.stats import accuracy_gain, paired_bootstrap
 
@@ -152,6 +155,23 @@ def test_report_json_carries_the_gain(baseline_run) -> None:
     assert "kd_gain" not in report["gates"]["checked"]  # no --min-kd-gain: reported, not gated
 
 
+def test_report_files_and_compare_show_the_gain(baseline_run, digits_run) -> None:
+    out, report = baseline_run
+    gain = report["distillation_gain"]
+    interval = f"[{gain['ci_pt'][0]:+.2f}, {gain['ci_pt'][1]:+.2f}]"
+    md = (out / "report.md").read_text()
+    assert f"**{gain['gain_pt']:+.2f} pt**" in md and interval in md
+    html = (out / "report.html").read_text()
+    shown = {n.attrs["data-json"]: n.text() for n in parse(html).walk() if "data-json" in n.attrs}
+    for ptr in ("gain_pt", "ci_pt/0", "ci_pt/1", "distilled_accuracy", "baseline_accuracy"):
+        text = shown[f"/distillation_gain/{ptr}"]
+        assert _shows(text, resolve(report, f"/distillation_gain/{ptr}")), (ptr, text)
+    assert 'data-sources="/training/distill /training/baseline"' in html
+    rows = {row[0]: row[1:] for row in table([out, digits_run], load_runs([out, digits_run]))}
+    assert rows["distillation gain pt"] == [f"{gain['gain_pt']:+.2f}", "—"]
+    assert rows["gain 95 % CI pt"] == [interval, "—"]
+
+
 def _gated(out: Path, tmp_path: Path, min_kd_gain: float) -> tuple[int, Path]:
     """Validate a copy of ``out`` with --min-kd-gain set: (exit code, the copy)."""
     copy = tmp_path / f"gated{min_kd_gain:+}"
@@ -167,6 +187,7 @@ def test_min_kd_gain_gates_the_point_estimate(baseline_run, tmp_path: Path) -> N
     gain = report["distillation_gain"]["gain_pt"]
     code, passed = _gated(out, tmp_path, gain - 0.01)
     assert code == 0 and "kd_gain" in _report(passed)["gates"]["checked"]
+    assert 'data-json="/config/min_kd_gain"' in (passed / "report.html").read_text()
     code, failed = _gated(out, tmp_path, gain + 0.01)
     assert code == 3
     (line,) = [f for f in _report(failed)["gates"]["failed"] if f.startswith("kd_gain")]
