@@ -92,7 +92,7 @@ def _loss_weights(items: list[str]) -> dict[str, float]:
 
 
 def _summary(report: dict[str, Any], out: Path) -> dict[str, Any]:
-    keys = ("accuracy", "agreement", "params", "gates", "wall_seconds")
+    keys = ("accuracy", "agreement", "params", "gates", "distillation_gain", "wall_seconds")
     summary = {
         "out": str(out),
         "target": report["target"]["name"],

@@ -179,6 +179,8 @@ def _gated(out: Path, tmp_path: Path, min_kd_gain: float) -> tuple[int, Path]:
     config = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps({**config, "min_kd_gain": min_kd_gain}))
     result = CliRunner().invoke(app, ["validate", str(copy), "--json"])
+    summary = json.loads(result.stdout.splitlines()[0])
+    assert summary["distillation_gain"] == _report(copy)["distillation_gain"]
     return result.exit_code, copy
 
 
