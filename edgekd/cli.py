@@ -113,7 +113,7 @@ def _loss_weights(items: list[str]) -> dict[str, float]:
 
 
 def _summary(report: dict[str, Any], out: Path) -> dict[str, Any]:
-    keys = ("accuracy", "agreement", "params", "gates", "wall_seconds")
+    keys = ("accuracy", "agreement", "params", "gates", "distillation_gain", "wall_seconds")
     summary = {
         "out": str(out),
         "target": report["target"]["name"],
@@ -197,6 +197,14 @@ Unlabeled = Annotated[
 UnlabeledOnly = Annotated[
     bool | None, typer.Option("--unlabeled-only", help="Train on the transfer set alone.")
 ]
+Baseline = Annotated[
+    bool | None,
+    typer.Option(
+        "--baseline",
+        help="Also train the same student on labels alone (same init, schedule and batches): "
+        "the report gives the distillation gain with a 95 % confidence interval.",
+    ),
+]
 Augment = Annotated[str | None, typer.Option(help="none, crop or crop+flip (teacher runs live).")]
 Optimizer = Annotated[str | None, typer.Option(help="adamw or sgd (Nesterov).")]
 Nproc = Annotated[
@@ -267,6 +275,7 @@ def compress(
     alpha: Alpha = None,
     unlabeled: Unlabeled = None,
     unlabeled_only: UnlabeledOnly = None,
+    baseline: Baseline = None,
     augment: Augment = None,
     optimizer: Optimizer = None,
     nproc: Nproc = None,
@@ -294,6 +303,13 @@ def compress(
             "--sensitivity/--no-sensitivity",
             help="Before QAT, score each layer quantized alone (the report's ranking; "
             "--keep-float needs it); skip it to save its time.",
+        ),
+    ] = None,
+    min_kd_gain: Annotated[
+        float | None,
+        typer.Option(
+            help="Gate (with --baseline): least distillation gain over the baseline, points "
+            "(its point estimate; the report shows the 95 % interval).",
         ),
     ] = None,
     int8_must_pay: Annotated[
@@ -335,6 +351,7 @@ def distill(
     alpha: Alpha = None,
     unlabeled: Unlabeled = None,
     unlabeled_only: UnlabeledOnly = None,
+    baseline: Baseline = None,
     augment: Augment = None,
     optimizer: Optimizer = None,
     nproc: Nproc = None,

@@ -38,6 +38,14 @@ def _pct(*path: str) -> Cell:
     return cell
 
 
+def _interval(*path: str) -> Cell:
+    def cell(report: dict[str, Any]) -> str:
+        value = _get(report, *path)
+        return "—" if value is None else f"[{value[0]:+.2f}, {value[1]:+.2f}]"
+
+    return cell
+
+
 def _verdict(report: dict[str, Any]) -> str:
     gates = report["gates"]
     if gates["passed"]:
@@ -64,6 +72,8 @@ ROWS: list[tuple[str, Cell]] = [
     *((f"p90 ms {m}", _fmt("{:.3f}", "latency_ms", m, "p90")) for m in MODELS),
     ("p90 budget ms", _fmt("{:g}", "target", "p90_budget_ms")),
     ("latency measured", _where),
+    ("distillation gain pt", _fmt("{:+.2f}", "distillation_gain", "gain_pt")),
+    ("gain 95 % CI pt", _interval("distillation_gain", "ci_pt")),
     ("params teacher", _fmt("{:,}", "params", "teacher")),
     ("params student", _fmt("{:,}", "params", "student")),
     *((f"file MB {m}", _fmt("{:.3f}", "model_mb", m)) for m in MODELS),

@@ -57,6 +57,8 @@ class CompressConfig:
     sensitivity: bool = True  # score each layer quantized alone before QAT (--keep-float needs it)
     weight_bits: int | None = None  # 8, or 7 against u8s8 saturation; None: the target's default
     int8_must_pay: bool = True  # gate: INT8 slower than its float twin fails validation
+    baseline: bool = False  # also train the student on labels alone: the distillation gain
+    min_kd_gain: float | None = None  # gate: least gain over the baseline, points; None = none
     device: str = "auto"
     seed: int = 0
 

@@ -26,6 +26,7 @@ from edgekd.data import Dataset, Split, load_dataset, load_unlabeled
 from edgekd.device.fingerprint import x86_int8_dot
 from edgekd.distill.augment import make_augment
 from edgekd.distill.cache import cache_key, default_cache_dir, teacher_fingerprint, teacher_outputs
+from edgekd.distill.control import BatchFingerprint, no_teacher, state_sha256
 from edgekd.distill.distributed import backend, init_from_env, spawn
 from edgekd.distill.ensemble import ensemble_logits, parse_teacher
 from edgekd.distill.features import (
@@ -44,6 +45,7 @@ from edgekd.distill.trainer import (
     amp_enabled,
     fit,
     is_main,
+    predict,
     resolve_device,
     world_size,
 )
@@ -86,6 +88,7 @@ from edgekd.run import RunDir
 from edgekd.runners.latency import PERCENTILES, LatencyStats, environment
 from edgekd.runners.ort_runner import OrtRunner
 from edgekd.runners.remote import SshSession, SshTarget
+from edgekd.stats import accuracy_gain
 from edgekd.targets import Target, load_target
 from edgekd.validate import accuracy, agreement, gate, per_class_accuracy, run_models
 from edgekd.validation import check_out
@@ -452,25 +455,107 @@ def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:
     return sizing
 
 
-def _train(ctx: Context, student: nn.Module, setup: DistillSetup, qat: bool) -> list[dict]:
+def _train(
+    ctx: Context,
+    student: nn.Module,
+    setup: DistillSetup,
+    qat: bool,
+    teacher: TeacherSource | None = None,
+) -> list[dict]:
     stage = "quantize" if qat else "distill"
     return fit(
-        student, ctx.train_set, setup.teacher(ctx), setup.objective, _epoch_config(ctx.cfg, qat),
+        student, ctx.train_set, teacher or setup.teacher(ctx), setup.objective,
+        _epoch_config(ctx.cfg, qat),
         device=ctx.device, val=ctx.data.val, checkpoint=ctx.run.checkpoint(stage),
         label="qat" if qat else "distill", layers=setup.layers, embedding=setup.embedding,
         augment=make_augment(ctx.cfg.augment),
     )  # fmt: skip
 
 
+def _baseline_arm(ctx: Context, student: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    """The control arm (--baseline): a copy of the untrained ``student`` trained on labels alone
+    (loss ce) with the same schedule, seed, data order and augmentation → student_baseline.pt,
+    which --resume reuses. Its random draws are forked off, so the distilled arm's are those of a
+    run without --baseline."""
+    run, cfg = ctx.run, ctx.cfg
+    if run.student_baseline_pt.exists():
+        log(f"baseline: {run.student_baseline_pt} already trained, reused (--resume)")
+        baseline = ctx.new_student()
+        load_weights(baseline, run.student_baseline_pt)
+        return baseline, run.record("baseline")
+    device = ctx.device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        baseline = ctx.new_student()
+        baseline.load_state_dict(student.state_dict())
+        log("baseline: the same student on labels alone (loss ce), same schedule and batches")
+        train = ctx.data.train  # labels alone: without a transfer set, the distilled arm's data
+        batches = BatchFingerprint(no_teacher)
+        arm = {"loss": "ce", "train_samples": len(train), "init_sha256": state_sha256(baseline)}
+        history = fit(
+            baseline, train, batches, make_objective("ce"), _epoch_config(cfg, False),
+            device=device, val=ctx.data.val, checkpoint=run.checkpoint("baseline"),
+            label="baseline", augment=make_augment(cfg.augment),
+        )  # fmt: skip
+    record = {**arm, "batches": batches.to_dict(), "history": history}
+    if is_main():
+        write_torch(run.student_baseline_pt, baseline.state_dict())
+        run.save_record("baseline", record)
+        run.checkpoint("baseline").unlink(missing_ok=True)
+    return baseline, record
+
+
+def _kd_gain(
+    ctx: Context, student: nn.Module, baseline: nn.Module, arms: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The distilled student's top-1 gain over the baseline on the validation split, with its
+    paired bootstrap 95 % interval, and whether the two arms started and trained alike."""
+    val, device = ctx.data.val, ctx.device
+    hits = []
+    for model in (student, baseline):
+        hits.append((predict(model.to(device), val.x, device).argmax(1) == val.y).numpy())
+        model.cpu()
+    gain = accuracy_gain(*hits, names=("distilled", "baseline"), seed=ctx.cfg.seed)
+    a, b = arms["distilled"]["batches"], arms["baseline"]["batches"]
+    gain.update(
+        method=f"paired bootstrap over the validation samples ({gain['resamples']} resamples, "
+        f"seed {gain['seed']}, percentile interval); both float students in PyTorch on {device}",
+        same_init=arms["distilled"]["init_sha256"] == arms["baseline"]["init_sha256"],
+        # None: an arm resumed partway, so it hashed only its later batches (with --unlabeled
+        # the arms train on different data, by design: False)
+        same_batches=None
+        if a["batches"] != b["batches"] and not ctx.cfg.unlabeled
+        else a["sha256"] == b["sha256"],
+        arms=arms,
+    )
+    lo, hi = gain["ci_pt"]
+    log(f"distill: distillation gain {gain['gain_pt']:+.2f} pt (95 % CI [{lo:+.2f}, {hi:+.2f}]) "
+        f"over the same student on labels alone: {100 * gain['distilled_accuracy']:.2f} % vs "
+        f"{100 * gain['baseline_accuracy']:.2f} %")  # fmt: skip
+    return gain
+
+
 def distill(ctx: Context) -> None:
-    """Train the float student against the teacher(s) → student.pt."""
+    """Train the float student against the teacher(s) → student.pt; with --baseline, first the
+    same student on labels alone, and the distillation gain (logs/baseline.json)."""
     torch.manual_seed(ctx.cfg.seed)
     student = ctx.new_student()
     setup = ctx.distill_setup(student)
     if setup.record["pairs"]:
         pairs = ", ".join(f"{p['teacher']}={p['student']}" for p in setup.record["pairs"])
         log(f"distill: feature pairs ({setup.record['pairing']}): {pairs}")
-    history = _train(ctx, student, setup, qat=False)
+    batches = None
+    if ctx.cfg.baseline:
+        baseline, control = _baseline_arm(ctx, student)
+        init = state_sha256(student)
+        batches = BatchFingerprint(setup.teacher(ctx))
+    history = _train(ctx, student, setup, qat=False, teacher=batches)
+    if is_main() and batches is not None:  # before student.pt: a resumed run finds it saved
+        arm = {"loss": ctx.cfg.loss, "train_samples": len(ctx.train_set), "init_sha256": init,
+               "batches": batches.to_dict()}  # fmt: skip
+        baseline_arm = {k: v for k, v in control.items() if k not in ("history", "gain")}
+        gain = _kd_gain(ctx, student, baseline, {"distilled": arm, "baseline": baseline_arm})
+        ctx.run.save_record("baseline", {**control, "gain": gain})
     if is_main():
         write_torch(ctx.run.student_pt, student.state_dict())
         write_torch(ctx.run.objective_pt, setup.objective.state_dict())
@@ -722,6 +807,18 @@ def _estimates(
     return out
 
 
+def _control_record(ctx: Context) -> dict[str, Any] | None:
+    """The control arm's record with the distillation gain (--baseline runs), else None."""
+    if not ctx.cfg.baseline:
+        return None
+    path = ctx.run.logs / "baseline.json"
+    ctx.run.need(path)
+    record = ctx.run.record("baseline")
+    if "gain" not in record:
+        raise BadInput(f"{path} has no distillation gain; rerun the distill stage with --resume")
+    return record
+
+
 def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
     """Accuracy, agreement and latency of the ONNX models; gates; report.json and report.md.
 
@@ -750,6 +847,16 @@ def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
             not lint,
             "tensorrt_qdq_lint",
             f"{len(lint)} violation(s), first: {lint[0] if lint else ''}",
+        )
+    control = _control_record(ctx)
+    if control is not None and cfg.min_kd_gain is not None:
+        gain = control["gain"]
+        gates.check(
+            gain["gain_pt"] >= cfg.min_kd_gain,
+            "kd_gain",
+            f"distillation gains {gain['gain_pt']:+.2f} pt over the baseline trained on labels "
+            f"alone (95 % CI [{gain['ci_pt'][0]:+.2f}, {gain['ci_pt'][1]:+.2f}]), below "
+            f"--min-kd-gain {cfg.min_kd_gain:g} pt",
         )
     sizing = run.record("sizing")
     report = {
@@ -803,6 +910,9 @@ def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
         "gates": gates.to_dict(),
         "environment": env,
     }
+    if control is not None:
+        report["distillation_gain"] = control["gain"]
+        report["training"]["baseline"] = control["history"]
     if "student_int8" in latency:
         report["latency_ratio"]["student_int8_vs_fp32"] = (
             latency["student_int8"].p90 / latency["student_fp32"].p90

@@ -53,6 +53,24 @@ def _drift_lines(drift: dict[str, Any]) -> list[str]:
     return lines
 
 
+def gain_line(gain: dict[str, Any]) -> str:
+    """The distillation gain over the control arm, its interval and how it was measured."""
+    lo, hi = gain["ci_pt"]
+    line = (
+        f"Distillation gain over the same student trained on labels alone (`--baseline`): "
+        f"**{gain['gain_pt']:+.2f} pt** ({100 * gain['confidence']:g} % CI [{lo:+.2f}, {hi:+.2f}]); "
+        f"float students in PyTorch: distilled {_pct(gain['distilled_accuracy'])}, baseline "
+        f"{_pct(gain['baseline_accuracy'])}; {gain['only_distilled_correct']:,} samples right only "
+        f"when distilled, {gain['only_baseline_correct']:,} only in the baseline; paired bootstrap, "
+        f"{gain['resamples']:,} resamples of {gain['samples']:,} validation samples, one seed."
+    )
+    if not gain["same_init"]:
+        line += " ⚠️ The two arms did not start from the same weights."
+    if gain["same_batches"] is False:
+        line += " The arms trained on different batches (with --unlabeled the baseline has the labels only)."
+    return line
+
+
 def _quantization_lines(q: dict[str, Any]) -> list[str]:
     """Scheme, calibration, the layers kept in float and the most sensitive layers."""
     how = "post-training (calibration only)" if q.get("ptq") else "quantization-aware"
@@ -220,6 +238,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Accuracy on {report['data']['val_samples']:,} validation samples ({report['data']['source']}).",
         environment_line(report.get("environment") or {}),
     ]
+    if "distillation_gain" in report:
+        lines.append(gain_line(report["distillation_gain"]))
     ratio = report.get("latency_ratio", {}).get("student_int8_vs_fp32")
     if ratio is not None:
         lines.append(f"INT8 / fp32 p90 latency: {ratio:.2f}×.")

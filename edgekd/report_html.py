@@ -49,6 +49,7 @@ FORMATS: dict[str, Formatter] = {
     "cos": lambda v: f"{v:.6f}",
     "s": lambda v: f"{v:.1f}",
     "g": lambda v: f"{v:g}",
+    "pt": lambda v: f"{v:+.2f}",
     "text": str,
 }
 
@@ -208,6 +209,13 @@ def _why_passed(page: Page, name: str) -> str:
         )
     if name == "tensorrt_qdq_lint":
         return "no TensorRT Q/DQ rule violations"
+    if name == "kd_gain":
+        return (
+            f"distillation gains {page.v('pt', 'distillation_gain', 'gain_pt')} pt over the "
+            f"baseline (95 % CI {page.v('pt', 'distillation_gain', 'ci_pt', 0)} to "
+            f"{page.v('pt', 'distillation_gain', 'ci_pt', 1)}) ≥ "
+            f"{page.v('g', 'config', 'min_kd_gain')} pt"
+        )
     return "passed"
 
 
@@ -385,6 +393,15 @@ def _training(page: Page) -> None:
                 ax.axvline(offset + 0.5, color="#9ca3af", lw=0.8)
         offset = epochs[-1]
         sources.append(pointer("training", stage))
+    baseline = r["training"].get("baseline")
+    if baseline:  # the control arm, over the distillation epochs
+        epochs = [h["epoch"] for h in baseline]
+        loss_ax.plot(epochs, [h["loss"] for h in baseline], "s:", ms=3, color="#9ca3af",
+                     label="baseline (labels only)")  # fmt: skip
+        if all("val_accuracy" in h for h in baseline):
+            acc_ax.plot(epochs, [100 * h["val_accuracy"] for h in baseline], "s:", ms=3,
+                        color="#9ca3af", label="baseline val")  # fmt: skip
+        sources.append(pointer("training", "baseline"))
     loss_ax.set_yscale("log")
     loss_ax.set_title("Training loss")
     acc_ax.set_title("Accuracy")
@@ -396,6 +413,35 @@ def _training(page: Page) -> None:
         ax.legend(fontsize=8)
     _figure(page, fig, "Per-epoch loss and accuracy: float distillation, then quantization-aware "
             "fine-tuning.", sources)  # fmt: skip
+
+
+def _distillation_gain(page: Page) -> None:
+    """The control arm (--baseline): what distillation bought over labels alone."""
+    if "distillation_gain" not in page.report:
+        return
+    base = ("distillation_gain",)
+    gain = page.report["distillation_gain"]
+    same = {True: "yes", False: "no", None: "not comparable (an arm resumed partway)"}
+    page.add("<h2>Distillation gain over the baseline</h2>",
+             '<p class="note">The same student trained on labels alone (loss ce) from the same '
+             "initial weights, with the same schedule, seed, batches and augmentation; both float "
+             "students run in PyTorch on the validation split. The interval covers the sampling "
+             "of validation samples for this one seed, not the spread across seeds.</p>")  # fmt: skip
+    rows = [
+        [_label("gain, pt"), page.td("pt", *base, "gain_pt")],
+        [_label("95 % interval, pt"), page.td("pt", *base, "ci_pt", 0),
+         page.td("pt", *base, "ci_pt", 1)],
+        [_label("distilled accuracy"), page.td("pct", *base, "distilled_accuracy")],
+        [_label("baseline accuracy"), page.td("pct", *base, "baseline_accuracy")],
+        [_label("right only when distilled"), page.td("int", *base, "only_distilled_correct")],
+        [_label("right only in the baseline"), page.td("int", *base, "only_baseline_correct")],
+        [_label("validation samples"), page.td("int", *base, "samples")],
+        [_label("resamples"), page.td("int", *base, "resamples")],
+        [_label("same initial weights"), _text(same[gain["same_init"]])],
+        [_label("same batches"), _text(same[gain["same_batches"]])],
+        [_label("method"), page.td("text", *base, "method")],
+    ]  # fmt: skip
+    page.table(None, rows)
 
 
 ESTIMATE_ROWS = (
@@ -622,6 +668,7 @@ def render_html(report: dict[str, Any]) -> str:
     _sizes(page)
     page.add("<h2>Training</h2>")
     _training(page)
+    _distillation_gain(page)
     _sizing(page)
     _quantization(page)
     _mixed_precision(page)

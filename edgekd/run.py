@@ -18,6 +18,7 @@ ARTIFACTS = (
     "config.json",
     "config.toml",
     "student.pt",
+    "student_baseline.pt",
     "student_qat.pt",
     "teacher.onnx",
     "student_fp32.onnx",
@@ -38,6 +39,7 @@ class RunDir:
         self.config_json = self.root / "config.json"
         self.config_toml = self.root / "config.toml"  # the same, to replay with --config
         self.student_pt = self.root / "student.pt"
+        self.student_baseline_pt = self.root / "student_baseline.pt"  # --baseline: labels alone
         self.student_qat_pt = self.root / "student_qat.pt"
         self.objective_pt = self.logs / "objective.pt"  # trained adapters of feature losses
         self.teacher_onnx = self.root / "teacher.onnx"

@@ -73,6 +73,7 @@ RANGES: dict[str, Range] = {
     "min_compression": POSITIVE,
     "max_accuracy_drop": Range(0, 100),
     "seed": Range(0, SEED_MAX),
+    "min_kd_gain": Range(-100, 100),
 }
 # Lists (or a table) of numbers: each item's range, in words.
 ITEM_RANGES: dict[str, tuple[Range, str]] = {
@@ -217,6 +218,15 @@ def check_combination(cfg: Any) -> None:
         raise BadInput(f"--ensemble-weights {cfg.ensemble_weights}: need a positive sum")
     if cfg.unlabeled_only and not cfg.unlabeled:
         raise BadInput("--unlabeled-only needs --unlabeled PATH")
+    if cfg.min_kd_gain is not None and not cfg.baseline:
+        raise BadInput("--min-kd-gain gates the gain over a baseline student: add --baseline")
+    if cfg.baseline and cfg.loss.strip().lower() == "ce":
+        raise BadInput(
+            "--baseline trains the student on labels alone (loss ce) to compare with "
+            "distillation; --loss ce is that already: give a distillation loss or drop --baseline"
+        )
+    if cfg.baseline and cfg.unlabeled_only:
+        raise BadInput("--baseline trains on the labelled data, which --unlabeled-only leaves out")
     if parse_keep_float(cfg.keep_float) and not cfg.sensitivity:
         raise BadInput(
             f"--keep-float {cfg.keep_float} chooses layers by their sensitivity: "

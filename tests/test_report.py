@@ -46,6 +46,7 @@ def test_schema_is_versioned() -> None:
     assert schema["additionalProperties"] is False
     optional = {"wall_seconds", "drift", "per_class_accuracy", "latency_quantiles", "config"}
     optional.add("engines")  # remote validate on a TensorRT target only
+    optional.add("distillation_gain")  # --baseline runs only
     assert set(schema["required"]) == set(schema["properties"]) - optional
 
 
