@@ -30,6 +30,7 @@ FIRST_STAGE: dict[str, str | None] = {
     "weight_bits": "quantize",
     "max_accuracy_drop": "validate",
     "int8_must_pay": "validate",
+    "min_kd_gain": "validate",
 }
 
 
