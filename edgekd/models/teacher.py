@@ -220,7 +220,8 @@ def load_model(spec: str, weights: str | Path | None = None, role: str = "teache
             torch_log.setLevel(level)
     try:
         with warnings.catch_warnings():  # its deprecation notice would be a second stderr line
-            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
+            # (a FutureWarning in torch 2.14, a DeprecationWarning in 2.13)
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
             return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception:  # noqa: BLE001 - torch.jit raises RuntimeError/ValueError for a bad file
         raise BadInput(
