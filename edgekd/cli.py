@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Annotated, Any
@@ -166,7 +168,9 @@ Teacher = Annotated[
 ]
 Weights = Annotated[str | None, typer.Option(help="state_dict for a module:factory teacher.")]
 Data = Annotated[str | None, typer.Option(help="ImageFolder dir, .npz, or IDX dir.")]
-Target = Annotated[str, typer.Option(help="Target name or profile .toml.")]
+Target = Annotated[
+    str | None, typer.Option(help="Target name or profile .toml (default host-cpu).")
+]
 Student = Annotated[str | None, typer.Option(help="module:factory overriding the sized student.")]
 Epochs = Annotated[int | None, typer.Option(help="Distillation epochs.")]
 Lr = Annotated[float | None, typer.Option(help="Learning rate of the float stage.")]
@@ -234,140 +238,165 @@ WeightBits = Annotated[
 ]
 
 
+Options = dict[str, tuple[Any, Any]]  # parameter name -> (Annotated type, default)
+
+# What compress and distill share: the inputs, the student and its distillation. Declared once
+# here, so that the two commands cannot drift apart.
+TRAINING: Options = {
+    "teacher": (Teacher, None),
+    "weights": (Weights, None),
+    "data": (Data, None),
+    "target": (Target, None),
+    "out": (Out, Path("edgekd-run")),
+    "student": (Student, None),
+    "min_compression": (
+        Annotated[float | None, typer.Option(help="Student at most teacher params / this.")],
+        None,
+    ),
+    "epochs": (Epochs, None),
+    "lr": (Lr, None),
+    "batch_size": (Annotated[int | None, typer.Option(help="Training batch size.")], None),
+    "temperature": (Annotated[float | None, typer.Option(help="KD temperature.")], None),
+    "ensemble_weights": (EnsembleWeights, None),
+    "loss": (Loss, None),
+    "loss_weight": (LossWeight, None),
+    "pairs": (Pairs, None),
+    "alpha": (Alpha, None),
+    "unlabeled": (Unlabeled, None),
+    "unlabeled_only": (UnlabeledOnly, None),
+    "baseline": (Baseline, None),
+    "augment": (Augment, None),
+    "optimizer": (Optimizer, None),
+    "nproc": (Nproc, None),
+    "cache_dir": (CacheDir, None),
+    "mean": (Mean, None),
+    "std": (Std, None),
+    "input_size": (InputSize, None),
+    "device": (Device, None),
+    "seed": (Seed, None),
+    "resume": (Resume, False),
+}
+
+# compress alone: a config file to replay, the quantization, export and validation stages, gates.
+COMPRESS: Options = {
+    "config": (
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--config",
+                help="TOML run config (e.g. a run's config.toml, to replay it); options given "
+                "here override it.",
+            ),
+        ],
+        None,
+    ),
+    "qat_epochs": (
+        Annotated[int | None, typer.Option(help="Quantization-aware fine-tuning epochs.")],
+        None,
+    ),
+    "ptq": (Ptq, False),
+    "calibrator": (CalibratorName, None),
+    "weight_bits": (WeightBits, None),
+    "calib_samples": (
+        Annotated[
+            int | None, typer.Option(help="Random training images to calibrate on (default 512).")
+        ],
+        None,
+    ),
+    "calib_manifest": (
+        Annotated[
+            str | None, typer.Option(help="TOML listing the training indices to calibrate on.")
+        ],
+        None,
+    ),
+    "keep_float": (
+        Annotated[
+            str | None,
+            typer.Option(
+                help="Leave the N most quantization-sensitive layers in float, or 'auto': those "
+                "that cost accuracy, and on host targets those whose INT8 version is slower, "
+                "timed on ONNX Runtime (FP16 on TensorRT, fp32 on ONNX Runtime)."
+            ),
+        ],
+        None,
+    ),
+    "sensitivity": (
+        Annotated[
+            bool | None,
+            typer.Option(
+                "--sensitivity/--no-sensitivity",
+                help="Before QAT, score each layer quantized alone (the report's ranking; "
+                "--keep-float needs it); skip it to save its time.",
+            ),
+        ],
+        None,
+    ),
+    "max_accuracy_drop": (
+        Annotated[float | None, typer.Option(help="Gate: points below the teacher.")],
+        None,
+    ),
+    "min_kd_gain": (
+        Annotated[
+            float | None,
+            typer.Option(
+                help="Gate (with --baseline): least distillation gain over the baseline, points "
+                "(its point estimate; the report shows the 95 % interval).",
+            ),
+        ],
+        None,
+    ),
+    "int8_must_pay": (
+        Annotated[
+            bool | None,
+            typer.Option(
+                "--int8-must-pay/--allow-slower-int8",
+                help="Gate: fail when INT8 is not faster than float (allow it when INT8 is for "
+                "size).",
+            ),
+        ],
+        None,
+    ),
+    "as_json": (Json, False),
+}
+
+
+def _with_options(*tables: Options) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command (its body takes ``**options``) the options of ``tables``, in order."""
+
+    def declare(command: Callable[..., None]) -> Callable[..., None]:
+        params = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=tp, default=default)
+            for table in tables
+            for name, (tp, default) in table.items()
+        ]
+        command.__signature__ = inspect.Signature(params, return_annotation=None)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return declare
+
+
 @app.command()
-def compress(
-    teacher: Teacher = None,
-    weights: Weights = None,
-    data: Data = None,
-    target: Annotated[
-        str | None, typer.Option(help="Target name or profile .toml (default host-cpu).")
-    ] = None,
-    out: Out = Path("edgekd-run"),
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="TOML run config (e.g. a run's config.toml, to replay it); options given here "
-            "override it.",
-        ),
-    ] = None,
-    student: Student = None,
-    epochs: Epochs = None,
-    qat_epochs: Annotated[
-        int | None, typer.Option(help="Quantization-aware fine-tuning epochs.")
-    ] = None,
-    ptq: Ptq = False,
-    calibrator: CalibratorName = None,
-    weight_bits: WeightBits = None,
-    calib_samples: Annotated[
-        int | None, typer.Option(help="Random training images to calibrate on (default 512).")
-    ] = None,
-    calib_manifest: Annotated[
-        str | None, typer.Option(help="TOML listing the training indices to calibrate on.")
-    ] = None,
-    lr: Lr = None,
-    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="KD temperature.")] = None,
-    ensemble_weights: EnsembleWeights = None,
-    loss: Loss = None,
-    loss_weight: LossWeight = None,
-    pairs: Pairs = None,
-    alpha: Alpha = None,
-    unlabeled: Unlabeled = None,
-    unlabeled_only: UnlabeledOnly = None,
-    baseline: Baseline = None,
-    augment: Augment = None,
-    optimizer: Optimizer = None,
-    nproc: Nproc = None,
-    cache_dir: CacheDir = None,
-    mean: Mean = None,
-    std: Std = None,
-    input_size: InputSize = None,
-    max_accuracy_drop: Annotated[
-        float | None, typer.Option(help="Gate: points below the teacher.")
-    ] = None,
-    min_compression: Annotated[
-        float | None, typer.Option(help="Student at most teacher params / this.")
-    ] = None,
-    keep_float: Annotated[
-        str | None,
-        typer.Option(
-            help="Leave the N most quantization-sensitive layers in float, or 'auto': those "
-            "that cost accuracy, and on host targets those whose INT8 version is slower, timed "
-            "on ONNX Runtime (FP16 on TensorRT, fp32 on ONNX Runtime)."
-        ),
-    ] = None,
-    sensitivity: Annotated[
-        bool | None,
-        typer.Option(
-            "--sensitivity/--no-sensitivity",
-            help="Before QAT, score each layer quantized alone (the report's ranking; "
-            "--keep-float needs it); skip it to save its time.",
-        ),
-    ] = None,
-    min_kd_gain: Annotated[
-        float | None,
-        typer.Option(
-            help="Gate (with --baseline): least distillation gain over the baseline, points "
-            "(its point estimate; the report shows the 95 % interval).",
-        ),
-    ] = None,
-    int8_must_pay: Annotated[
-        bool | None,
-        typer.Option(
-            "--int8-must-pay/--allow-slower-int8",
-            help="Gate: fail when INT8 is not faster than float (allow it when INT8 is for size).",
-        ),
-    ] = None,
-    device: Device = None,
-    seed: Seed = None,
-    resume: Resume = False,
-    as_json: Json = False,
-) -> None:
+@_with_options(TRAINING, COMPRESS)
+def compress(**options: Any) -> None:
     """Distil, fine-tune quantization-aware, export and validate (no --teacher/--data: the bundled example)."""
     from edgekd.pipeline import compress as run_compress
 
-    cfg = _guard(_config, **locals())
-    report = _guard(run_compress, cfg, out, resume=resume)
+    out = options["out"]
+    cfg = _guard(_config, **options)
+    report = _guard(run_compress, cfg, out, resume=options["resume"])
     if report is not None:  # None: a torchrun rank other than 0, which only trains
-        _finish(report, out, as_json)
+        _finish(report, out, options["as_json"])
 
 
 @app.command()
-def distill(
-    teacher: Teacher = None,
-    weights: Weights = None,
-    data: Data = None,
-    target: Target = "host-cpu",
-    out: Out = Path("edgekd-run"),
-    student: Student = None,
-    epochs: Epochs = None,
-    lr: Lr = None,
-    temperature: Annotated[float | None, typer.Option(help="KD temperature.")] = None,
-    ensemble_weights: EnsembleWeights = None,
-    loss: Loss = None,
-    loss_weight: LossWeight = None,
-    pairs: Pairs = None,
-    alpha: Alpha = None,
-    unlabeled: Unlabeled = None,
-    unlabeled_only: UnlabeledOnly = None,
-    baseline: Baseline = None,
-    augment: Augment = None,
-    optimizer: Optimizer = None,
-    nproc: Nproc = None,
-    cache_dir: CacheDir = None,
-    mean: Mean = None,
-    std: Std = None,
-    input_size: InputSize = None,
-    device: Device = None,
-    seed: Seed = None,
-    resume: Resume = False,
-) -> None:
+@_with_options(TRAINING)
+def distill(**options: Any) -> None:
     """Create a run folder, size the student and distil it (student.pt)."""
     from edgekd.pipeline import open_run, run_in
 
-    cfg = _guard(_config, **locals())
-    ctx = _guard(open_run, cfg, out, resume=resume)
+    cfg = _guard(_config, **options)
+    ctx = _guard(open_run, cfg, options["out"], resume=options["resume"])
     _guard(run_in, ctx, "distill")
     _guard(ctx.run.write_manifest)
     typer.echo(f"wrote {ctx.run.student_pt}", err=True)
