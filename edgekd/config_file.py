@@ -20,6 +20,7 @@ from typing import Any
 from edgekd.config import CompressConfig
 from edgekd.errors import BadInput, printable
 from edgekd.toml_file import read_toml
+from edgekd.validation import type_name
 
 HEADER = (
     "# edgekd run config: the resolved options of this run.\n"
@@ -30,19 +31,6 @@ HEADER = (
 
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(CompressConfig)
-
-
-def _describe(tp: Any) -> str:
-    if tp is type(None):
-        return "nothing"
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None))
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(tp)[0])}s"
-    if origin is dict:
-        return f"a table of {_describe(typing.get_args(tp)[1])}s"
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}[tp]
 
 
 def _coerce(value: Any, tp: Any) -> Any:
@@ -88,7 +76,7 @@ def check_config_dict(values: dict[str, Any], where: str) -> dict[str, Any]:
         except TypeError:
             shown = _shown(value, key)
             shown = shown if len(shown) <= 80 else shown[:77] + "..."
-            raise BadInput(f"{where}: {key} = {shown}: expected {_describe(hints[key])}") from None
+            raise BadInput(f"{where}: {key} = {shown}: expected {type_name(hints[key])}") from None
     return out
 
 

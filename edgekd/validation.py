@@ -127,16 +127,17 @@ def option(name: str) -> str:
     return OPTIONS.get(name, "--" + name.replace("_", "-"))
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """A field type in words (``list[float] | None``: "a list of numbers")."""
     if tp is type(None):
         return "nothing"
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+        return " or ".join(type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+        return f"a list of {type_name(typing.get_args(tp)[0])}s"
     if origin is dict:
-        return f"a table of {_type_name(typing.get_args(tp)[1])}s"
+        return f"a table of {type_name(typing.get_args(tp)[1])}s"
     return {str: "string", int: "integer", float: "number", bool: "boolean"}[tp]
 
 
@@ -172,7 +173,7 @@ def _shown(value: Any, limit: int = 60) -> str:
 def _check_field(name: str, value: Any, tp: Any) -> None:
     opt = option(name)
     if not _has_type(value, tp):
-        raise BadInput(f"{opt} {_shown(value)}: expected {_type_name(tp)}")
+        raise BadInput(f"{opt} {_shown(value)}: expected {type_name(tp)}")
     if value is None:
         return
     texts = [value] if isinstance(value, str) else value if name in ("ensemble", "pairs") else []
