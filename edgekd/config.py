@@ -14,6 +14,7 @@ from edgekd.validation import check_combination, check_config
 EXAMPLE_TEACHER = "edgekd.example.teacher:fashion_cnn"
 EXAMPLE_MEAN = [0.2860]
 EXAMPLE_STD = [0.3530]
+EXAMPLE_CALIB_SAMPLES = 512  # indices in calib/fashion-mnist-example.toml
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,10 @@ class CompressConfig:
                 data=str(example / "fashion_mnist_small.npz"),
                 mean=cfg.mean or EXAMPLE_MEAN,
                 std=cfg.std or EXAMPLE_STD,
-                calib_manifest=cfg.calib_manifest or str(calib),
+                # the example's manifest is its 512-image calibration set; another
+                # --calib-samples draws that many at random instead
+                calib_manifest=cfg.calib_manifest
+                or (str(calib) if cfg.calib_samples == EXAMPLE_CALIB_SAMPLES else None),
             )
         elif cfg.teacher is None or cfg.data is None:
             raise BadInput("give both --teacher and --data, or neither to run the bundled example")

@@ -273,3 +273,11 @@ def test_a_torchscript_teacher_loads_without_a_warning_on_stderr(tmp_path) -> No
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert isinstance(load_model(str(path)), torch.jit.ScriptModule)
+
+
+def test_the_bundled_example_calibrates_on_its_manifest_unless_told_a_count() -> None:
+    from edgekd.config import EXAMPLE_CALIB_SAMPLES, CompressConfig
+
+    assert CompressConfig().resolved().calib_manifest.endswith("fashion-mnist-example.toml")
+    assert CompressConfig(calib_samples=EXAMPLE_CALIB_SAMPLES).resolved().calib_manifest
+    assert CompressConfig(calib_samples=128).resolved().calib_manifest is None
