@@ -54,11 +54,12 @@ def edgekd_observed(args: list[str]) -> tuple[int, dict[str, Any]]:
     ran and in which dtype the student computed (float16/bfloat16 = autocast active)."""
     import torch
 
-    import edgekd.pipeline as pipeline
     from edgekd import cli
+    from edgekd.pipeline import context, training
 
     seen: dict[str, Any] = {"fit": [], "teacher": []}
-    fit, teacher_outputs, live = pipeline.fit, pipeline.teacher_outputs, pipeline.LiveTeacher
+    # patched where the stages look them up
+    fit, teacher_outputs, live = training.fit, context.teacher_outputs, context.LiveTeacher
 
     def observed_fit(student: Any, *a: Any, label: str = "train", **kw: Any) -> Any:
         first: dict[str, str] = {}
@@ -85,7 +86,7 @@ def edgekd_observed(args: list[str]) -> tuple[int, dict[str, Any]]:
             super().__init__(*a, **kw)
             seen["teacher"].append("live on " + ", ".join(str(d) for d in self.devices))
 
-    pipeline.fit, pipeline.teacher_outputs, pipeline.LiveTeacher = (
+    training.fit, context.teacher_outputs, context.LiveTeacher = (
         observed_fit,
         observed_teacher_outputs,
         ObservedLive,
@@ -98,7 +99,7 @@ def edgekd_observed(args: list[str]) -> tuple[int, dict[str, Any]]:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
-        pipeline.fit, pipeline.teacher_outputs, pipeline.LiveTeacher = fit, teacher_outputs, live
+        training.fit, context.teacher_outputs, context.LiveTeacher = fit, teacher_outputs, live
     seen["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return code, seen
 

@@ -1,0 +1,43 @@
+"""``compress``: plan → distill → quantize → export → validate, each stage resumable on its own.
+
+- :mod:`~edgekd.pipeline.context`: what a run loads once (config, folder, data, teachers).
+- :mod:`~edgekd.pipeline.planning`: ``plan``, every input checked before anything is written.
+- :mod:`~edgekd.pipeline.training`, :mod:`~edgekd.pipeline.exporting`,
+  :mod:`~edgekd.pipeline.validating`: the stages.
+- :mod:`~edgekd.pipeline.stages`: the stage table, ``compress``, one stage on a run folder.
+"""
+
+from edgekd.pipeline.context import Context, count_macs, count_params, stage_done, stage_started
+from edgekd.pipeline.exporting import PARITY_SAMPLES, export
+from edgekd.pipeline.planning import input_fingerprints, plan
+from edgekd.pipeline.stages import (
+    STAGES,
+    TRAINING,
+    compress,
+    open_run,
+    run_in,
+    run_stage,
+)
+from edgekd.pipeline.training import distill, quantize
+from edgekd.pipeline.validating import validate
+
+__all__ = [
+    "PARITY_SAMPLES",
+    "STAGES",
+    "TRAINING",
+    "Context",
+    "compress",
+    "count_macs",
+    "count_params",
+    "distill",
+    "export",
+    "input_fingerprints",
+    "open_run",
+    "plan",
+    "quantize",
+    "run_in",
+    "run_stage",
+    "stage_done",
+    "stage_started",
+    "validate",
+]
