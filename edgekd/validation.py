@@ -219,6 +219,13 @@ def check_combination(cfg: Any) -> None:
         raise BadInput(f"--ensemble-weights {cfg.ensemble_weights}: need a positive sum")
     if cfg.unlabeled_only and not cfg.unlabeled:
         raise BadInput("--unlabeled-only needs --unlabeled PATH")
+    terms = parse_loss_spec(cfg.loss)
+    extra = sorted(set(cfg.loss_weights) - set(terms))
+    if extra:
+        raise BadInput(
+            f"--loss-weight {extra[0]}=...: {extra[0]!r} is not a term of --loss {cfg.loss} "
+            f"(its terms: {', '.join(terms)})"
+        )
     if cfg.min_kd_gain is not None and not cfg.baseline:
         raise BadInput("--min-kd-gain gates the gain over a baseline student: add --baseline")
     if cfg.baseline and cfg.loss.strip().lower() == "ce":

@@ -281,3 +281,15 @@ def test_the_bundled_example_calibrates_on_its_manifest_unless_told_a_count() ->
     assert CompressConfig().resolved().calib_manifest.endswith("fashion-mnist-example.toml")
     assert CompressConfig(calib_samples=EXAMPLE_CALIB_SAMPLES).resolved().calib_manifest
     assert CompressConfig(calib_samples=128).resolved().calib_manifest is None
+
+
+def test_a_loss_weight_for_a_term_not_in_the_loss_is_refused(digits_options) -> None:
+    from edgekd.config import CompressConfig
+    from edgekd.errors import BadInput
+
+    cfg = CompressConfig(**digits_options, loss="kd+at", loss_weights={"at": 500.0, "rkd": 1.0})
+    with pytest.raises(
+        BadInput, match=r"'rkd' is not a term of --loss kd\+at \(its terms: kd, at\)"
+    ):
+        cfg.resolved()
+    CompressConfig(**digits_options, loss="kd+at", loss_weights={"at": 500.0}).resolved()
