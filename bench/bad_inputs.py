@@ -110,6 +110,7 @@ CASES: list[Case] = [
     Case("--input-size 0", (*C, "--input-size", "0")),
     Case("--ensemble-weights count", (*C, "--ensemble-weights", "0.5,0.5")),
     Case("--loss-weight not NAME=N", (*C, "--loss-weight", "at")),
+    Case("--loss-weight for a term not in --loss", (*C, "--loss-weight", "at=1000")),
     # --- names with a fixed vocabulary
     Case("--optimizer adam", (*C, "--optimizer", "adam")),
     Case("--augment flip", (*C, "--augment", "flip")),
