@@ -224,11 +224,11 @@ def check_combination(cfg: Any) -> None:
     if extra:
         raise BadInput(
             f"--loss-weight {extra[0]}=...: {extra[0]!r} is not a term of --loss {cfg.loss} "
-            f"(its terms: {', '.join(terms)})"
+            f"(its terms: {', '.join(terms) or 'none, labels alone'})"
         )
     if cfg.min_kd_gain is not None and not cfg.baseline:
         raise BadInput("--min-kd-gain gates the gain over a baseline student: add --baseline")
-    if cfg.baseline and cfg.loss.strip().lower() == "ce":
+    if cfg.baseline and not terms:  # loss ce: labels alone
         raise BadInput(
             "--baseline trains the student on labels alone (loss ce) to compare with "
             "distillation; --loss ce is that already: give a distillation loss or drop --baseline"
