@@ -8,13 +8,18 @@ Teacher: the bundled FashionCNN (1.17M parameters, 92.4 % on the 10k test set). 
 test images. A second teacher for the ensemble row, a wider ConvNet of another architecture, is
 trained here with cross-entropy and used as ONNX (logits only).
 
+``--student NAME`` picks another student of bench/students.py (the long-schedule table uses
+``convnet_example`` and ``convnet_quarter``); the second teacher is trained only when its row runs.
+
 Usage: python bench/distill_table.py [--epochs 4] [--seeds 0 1 2] [--rows kd at ...] [--out DIR]
+       [--student convnet_half]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from importlib import resources
@@ -31,7 +36,7 @@ from edgekd.models.students import ConvNet
 from edgekd.pipeline import open_run, run_in
 
 FASHION = "/usr/share/datasets/fashion-mnist"
-STUDENT = str(Path(__file__).with_name("students.py")) + ":convnet_half"
+STUDENTS = str(Path(__file__).with_name("students.py"))
 ROWS = {  # row label -> CompressConfig fields
     "vanilla (CE only)": {"loss": "ce"},
     "kd": {"loss": "kd"},
@@ -44,6 +49,9 @@ ROWS = {  # row label -> CompressConfig fields
     "cc": {"loss": "cc"},
     "kd+rkd": {"loss": "kd+rkd"},
     "two-teacher kd": {"loss": "kd", "ensemble": "TEACHER2"},
+    # kd variants for long schedules: a lower temperature, an even CE/KL split
+    "kd T=2": {"loss": "kd", "temperature": 2.0},
+    "kd 0.5": {"loss": "kd", "loss_weights": {"kd": 0.5}},
 }
 
 
@@ -67,17 +75,20 @@ def second_teacher(out: Path, data_dir: str, epochs: int) -> Path:
     return path
 
 
-def run_row(label: str, fields: dict, seed: int, args: argparse.Namespace, teacher2: Path) -> dict:
+def run_row(
+    label: str, fields: dict, seed: int, args: argparse.Namespace, teacher2: Path | None
+) -> dict:
     example = resources.files("edgekd.example")
     fields = dict(fields)
     if fields.get("ensemble") == "TEACHER2":
         fields["ensemble"] = [str(teacher2)]
     cfg = CompressConfig(
         teacher=EXAMPLE_TEACHER, weights=str(example / "teacher.pt"), data=args.data,
-        mean=EXAMPLE_MEAN, std=EXAMPLE_STD, student=STUDENT, epochs=args.epochs, seed=seed,
+        mean=EXAMPLE_MEAN, std=EXAMPLE_STD, student=f"{STUDENTS}:{args.student}",
+        epochs=args.epochs, seed=seed,
         batch_size=128, lr=3e-3, cache_dir=str(args.out / "cache"), **fields,
     )  # fmt: skip
-    folder = args.out / "runs" / f"{label.split()[0]}-{seed}"
+    folder = args.out / "runs" / f"{re.sub(r'[^a-z0-9.]+', '-', label.lower()).strip('-')}-{seed}"
     t0 = time.perf_counter()
     ctx = open_run(cfg, folder, resume=True)
     run_in(ctx, "distill")
@@ -127,10 +138,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench-out/distill"))
     p.add_argument("--teacher2-epochs", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--student", default="convnet_half", help="a function of bench/students.py")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    teacher2 = second_teacher(args.out, args.data, args.teacher2_epochs)
+    two_teachers = any(ROWS[r].get("ensemble") for r in args.rows)
+    teacher2 = second_teacher(args.out, args.data, args.teacher2_epochs) if two_teachers else None
     results_path = args.out / "results.jsonl"
     done = set()
     if results_path.exists():
@@ -150,7 +163,8 @@ def main() -> None:
     example = resources.files("edgekd.example")
     teacher = load_model(EXAMPLE_TEACHER, str(example / "teacher.pt"))
     teacher_acc = accuracy(predict(teacher, data.val.x, torch.device("cpu")), data.val.y)
-    t2 = json.loads((args.out / "teacher2.json").read_text())
+    t2_json = args.out / "teacher2.json"
+    t2 = json.loads(t2_json.read_text()) if t2_json.exists() else None
     md = table(results, teacher_acc, t2)
     (args.out / "table.md").write_text(md + "\n")
     print(md)

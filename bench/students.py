@@ -12,6 +12,12 @@ def convnet_half(num_classes: int = 10) -> nn.Module:
     return ConvNet(1, num_classes, width=0.5, depth=1.0)
 
 
+def convnet_quarter(num_classes: int = 10) -> nn.Module:
+    """ConvNet(width 0.25, depth 1): 5,554 parameters on 1x28x28, 22x fewer than the bundled
+    example's student (``convnet_example``)."""
+    return ConvNet(1, num_classes, width=0.25, depth=1.0)
+
+
 def mlp_800(num_classes: int = 10) -> nn.Module:
     """Hinton et al.'s MNIST student: 784-800-800-10, ReLU, no dropout."""
     return nn.Sequential(
