@@ -52,6 +52,11 @@ ROWS = {  # row label -> CompressConfig fields
     # kd variants for long schedules: a lower temperature, an even CE/KL split
     "kd T=2": {"loss": "kd", "temperature": 2.0},
     "kd 0.5": {"loss": "kd", "loss_weights": {"kd": 0.5}},
+    # feature losses below their paper weights (FitNet 100 and AT 1000 hurt a small student)
+    "fitnet 10": {"loss": "fitnet", "loss_weights": {"fitnet": 10.0}},
+    "fitnet 1": {"loss": "fitnet", "loss_weights": {"fitnet": 1.0}},
+    "at 100": {"loss": "at", "loss_weights": {"at": 100.0}},
+    "at 10": {"loss": "at", "loss_weights": {"at": 10.0}},
 }
 
 
