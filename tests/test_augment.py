@@ -287,3 +287,30 @@ def test_dkd_refuses_mixed_labels_through_the_python_api(digits) -> None:
                 augment=make_augment("mixup"))  # fmt: skip
     finally:
         live.close()
+
+
+@pytest.mark.parametrize("fmt", ["script", "trace", "pt2", "onnx"])
+def test_live_teacher_in_every_format_answers_as_the_eager_one(digits, tmp_path, fmt) -> None:
+    train, teacher = digits
+    x = train.x[:64]
+    path = tmp_path / {"script": "t.pt", "trace": "t.pt", "pt2": "t.pt2", "onnx": "t.onnx"}[fmt]
+    if fmt == "script":
+        torch.jit.script(teacher).save(str(path))
+    elif fmt == "trace":
+        torch.jit.trace(teacher, x).save(str(path))
+    elif fmt == "pt2":
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        torch.export.save(torch.export.export(teacher, (x,), dynamic_shapes=({0: batch},)), path)
+    else:
+        torch.onnx.export(teacher, (x,), str(path), dynamo=False, input_names=["images"],
+                          dynamic_axes={"images": {0: "batch"}})  # fmt: skip
+    mixed, _ = make_augment("crop+cutmix")(x, train.y[:64], torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = teacher(mixed)
+    live = LiveTeacher([load_model(str(path))], None, 1.0, CPU)
+    try:
+        got = live(torch.arange(64), mixed).logits
+    finally:
+        live.close()
+    assert got.dtype == torch.float32 and not got.is_inference()  # autograd may read it
+    torch.testing.assert_close(got.softmax(1), expected.softmax(1), rtol=1e-4, atol=1e-5)

@@ -231,7 +231,7 @@ def test_bad_combinations_exit_2_before_anything_is_written(args, message, tmp_p
 
 
 def test_two_processes_train_both_arms(tmp_path, digits_options) -> None:
-    cfg = CompressConfig(**digits_options, epochs=1, baseline=True, nproc=2)
+    cfg = CompressConfig(**digits_options, epochs=1, baseline=True, nproc=2, augment="cutmix")
     ctx = open_run(cfg, tmp_path / "ddp")
     run_in(ctx, "distill")
     record = json.loads((ctx.run.logs / "baseline.json").read_text())
