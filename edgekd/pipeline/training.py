@@ -89,10 +89,9 @@ def _train(
 
 def _baseline_arm(ctx: Context, student: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     """The control arm (--baseline): a copy of the untrained ``student`` trained on labels alone
-    (loss ce) with the same schedule, seed, data order and augmentation (mixed batches included,
-    its CE on their mixed labels) → student_baseline.pt,
-    which --resume reuses. Its random draws are forked off, so the distilled arm's are those of a
-    run without --baseline."""
+    (loss ce) with the same schedule, seed, data order and augmentation (mixed batches too, its
+    CE on their mixed labels) → student_baseline.pt, which --resume reuses. Its random draws are
+    forked off, so the distilled arm's are those of a run without --baseline."""
     run, cfg = ctx.run, ctx.cfg
     if run.student_baseline_pt.exists():
         log(f"baseline: {run.student_baseline_pt} already trained, reused (--resume)")
