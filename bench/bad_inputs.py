@@ -123,6 +123,8 @@ CASES: list[Case] = [
     Case("--teacher without --data", (*C, "--teacher", FACTORY)),
     Case("--unlabeled-only alone", (*C, "--unlabeled-only")),
     Case("--keep-float 2 --no-sensitivity", (*C, "--keep-float", "2", "--no-sensitivity")),
+    Case("--loss dkd with mixup", (*C, "--loss", "dkd", "--augment", "crop+mixup")),
+    Case("--mix-alpha without mixing", (*C, "--mix-alpha", "0.4")),
     Case("--ptq with --qat-epochs", (*C, "--ptq", "--qat-epochs", "2")),
     # --- the same values in --config
     Case("--config lr = nan", (*C, "--config", "c.toml"), {"c.toml": "lr = nan\n"}, fast=True),

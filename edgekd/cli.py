@@ -209,7 +209,16 @@ Baseline = Annotated[
         "the report gives the distillation gain with a 95 % confidence interval.",
     ),
 ]
-Augment = Annotated[str | None, typer.Option(help="none, crop or crop+flip (teacher runs live).")]
+Augment = Annotated[
+    str | None,
+    typer.Option(
+        help="none, crop or crop+flip, each optionally +mixup or +cutmix (e.g. crop+flip+mixup, "
+        "cutmix): drawn once per batch for student and teacher; the teacher runs live."
+    ),
+]
+MixAlpha = Annotated[
+    float | None, typer.Option(help="Beta(a, a) of the mixup/cutmix share (default 1.0).")
+]
 Optimizer = Annotated[str | None, typer.Option(help="adamw or sgd (Nesterov).")]
 Nproc = Annotated[
     int | None, typer.Option(help="Training processes (DDP: gloo on CPU, NCCL on GPUs).")
@@ -266,6 +275,7 @@ TRAINING: Options = {
     "unlabeled_only": (UnlabeledOnly, None),
     "baseline": (Baseline, None),
     "augment": (Augment, None),
+    "mix_alpha": (MixAlpha, None),
     "optimizer": (Optimizer, None),
     "nproc": (Nproc, None),
     "cache_dir": (CacheDir, None),

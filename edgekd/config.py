@@ -36,7 +36,8 @@ class CompressConfig:
     alpha: float = 0.9  # kd weight; CE gets 1 - alpha when kd is used
     unlabeled: str | None = None  # a transfer set labelled only by the teacher(s)
     unlabeled_only: bool = False  # train on the transfer set alone (labelled data: val, calib)
-    augment: str = "none"  # none | crop | crop+flip (random: the teacher then runs live)
+    augment: str = "none"  # none | crop | crop+flip, each +mixup or +cutmix (the teacher: live)
+    mix_alpha: float | None = None  # Beta(a, a) of mixup/cutmix; None: 1.0
     optimizer: str = "adamw"
     nproc: int = 1  # training processes (DDP)
     cache_dir: str | None = None  # teacher cache; default: $EDGEKD_CACHE or ~/.cache/edgekd

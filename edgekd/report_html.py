@@ -383,8 +383,9 @@ def _training(page: Page) -> None:
             continue
         epochs = [offset + h["epoch"] for h in history]
         loss_ax.plot(epochs, [h["loss"] for h in history], "o-", ms=3, color=color, label=stage)
-        acc_ax.plot(epochs, [100 * h["train_accuracy"] for h in history], "o--", ms=3,
-                    color=color, alpha=0.6, label=f"{stage} train")  # fmt: skip
+        if all("train_accuracy" in h for h in history):  # none without labelled samples
+            acc_ax.plot(epochs, [100 * h["train_accuracy"] for h in history], "o--", ms=3,
+                        color=color, alpha=0.6, label=f"{stage} train")  # fmt: skip
         if all("val_accuracy" in h for h in history):
             acc_ax.plot(epochs, [100 * h["val_accuracy"] for h in history], "o-", ms=3,
                         color=color, label=f"{stage} val")  # fmt: skip

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from edgekd.distill.augment import AUGMENTATIONS
+from edgekd.distill.augment import AUGMENTATIONS, mixing
 from edgekd.distill.features import parse_pairs
-from edgekd.distill.losses import parse_loss_spec
+from edgekd.distill.losses import LOSSES, parse_loss_spec
 from edgekd.distill.trainer import OPTIMIZERS
 from edgekd.errors import BadInput
 from edgekd.models.students import FAMILIES
@@ -62,6 +62,7 @@ NON_NEGATIVE = Range(0)
 RANGES: dict[str, Range] = {
     "temperature": POSITIVE,
     "alpha": Range(0, 1),
+    "mix_alpha": POSITIVE,
     "nproc": Range(1),
     "epochs": Range(1),
     "qat_epochs": Range(0),
@@ -225,6 +226,18 @@ def check_combination(cfg: Any) -> None:
         raise BadInput(
             f"--loss-weight {extra[0]}=...: {extra[0]!r} is not a term of --loss {cfg.loss} "
             f"(its terms: {', '.join(terms) or 'none, labels alone'})"
+        )
+    mixes = mixing(cfg.augment) is not None
+    if cfg.mix_alpha is not None and not mixes:
+        raise BadInput(
+            f"--mix-alpha sets the mixup/cutmix share; --augment {cfg.augment} does not mix: "
+            "add +mixup or +cutmix, or drop --mix-alpha"
+        )
+    hard = [t for t in terms if LOSSES[t].hard_labels]
+    if mixes and hard:
+        raise BadInput(
+            f"--loss {hard[0]} needs one target class per image, and --augment {cfg.augment} "
+            "mixes two: drop the mixing or use another loss"
         )
     if cfg.min_kd_gain is not None and not cfg.baseline:
         raise BadInput("--min-kd-gain gates the gain over a baseline student: add --baseline")

@@ -66,10 +66,10 @@ def test_bootstrap_is_seeded_and_checks_its_arguments() -> None:
 
 @pytest.fixture(scope="module")
 def baseline_run(tmp_path_factory, digits_options, one_torch_thread) -> tuple[Path, dict]:
-    """A short compress on digits with the control arm; random crops, so the teacher runs live
-    and the batch digests cover augmented inputs."""
+    """A short compress on digits with the control arm; random crops and mixup, so the teacher
+    runs live and the batch digests cover augmented, mixed inputs and their mixed labels."""
     cfg = CompressConfig(
-        **digits_options, epochs=2, qat_epochs=0, sensitivity=False, augment="crop",
+        **digits_options, epochs=2, qat_epochs=0, sensitivity=False, augment="crop+mixup",
         baseline=True, max_accuracy_drop=100.0,
     )  # fmt: skip
     out = tmp_path_factory.mktemp("baseline") / "run"
@@ -94,6 +94,8 @@ def test_baseline_starts_and_trains_like_the_distilled_arm(baseline_run) -> None
     assert arms["distilled"]["loss"] == "kd" and arms["baseline"]["loss"] == "ce"
     assert arms["distilled"]["batches"] == arms["baseline"]["batches"]
     assert arms["baseline"]["batches"]["batches"] == 2 * math.ceil(1397 / 64)
+    distill = json.loads((out / "logs" / "distill.json").read_text())
+    assert (distill["augment"], distill["mix_alpha"]) == ("crop+mixup", 1.0)
     # the shared start is the distilled arm's: a fresh student drawn with the run's seed
     ctx = Context(RunDir(out).config(), RunDir(out))
     torch.manual_seed(ctx.cfg.seed)
@@ -229,7 +231,7 @@ def test_bad_combinations_exit_2_before_anything_is_written(args, message, tmp_p
 
 
 def test_two_processes_train_both_arms(tmp_path, digits_options) -> None:
-    cfg = CompressConfig(**digits_options, epochs=1, baseline=True, nproc=2)
+    cfg = CompressConfig(**digits_options, epochs=1, baseline=True, nproc=2, augment="cutmix")
     ctx = open_run(cfg, tmp_path / "ddp")
     run_in(ctx, "distill")
     record = json.loads((ctx.run.logs / "baseline.json").read_text())

@@ -55,3 +55,24 @@ def test_onnxruntime_runs_on_cuda_and_agrees_with_the_cpu(cuda_run: Path, model:
     with OrtRunner(cuda_run / model) as cpu:
         on_cpu = cpu.predict(x)
     assert (on_gpu.argmax(1) == on_cpu.argmax(1)).mean() >= 0.95
+
+
+def test_live_teacher_runs_under_autocast_and_answers_in_float32(digits_options) -> None:
+    from edgekd.distill.teachers import LiveTeacher
+    from edgekd.models.teacher import load_model
+
+    teacher = load_model(digits_options["teacher"], digits_options["weights"]).eval()
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = teacher(x)  # float32 on the CPU
+    dtypes = []
+    teacher.head.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    live = LiveTeacher([teacher], None, 1.0, torch.device("cuda"))
+    try:
+        logits = live(torch.arange(64), x).logits
+    finally:
+        live.close()
+    half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert dtypes == [half] and logits.dtype == torch.float32 and logits.device.type == "cpu"
+    assert (logits.argmax(1) == reference.argmax(1)).float().mean() >= 0.95
+    assert next(teacher.parameters()).device.type == "cpu"  # close(): back as it came

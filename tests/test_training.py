@@ -109,8 +109,8 @@ def test_random_flip_mirrors_about_half() -> None:
     assert 0.35 < flipped < 0.65
     assert torch.equal(out[out[:, 0, 0, 0] == 7], x[out[:, 0, 0, 0] == 7].flip(-1))
     assert make_augment("none") is None
-    with pytest.raises(BadInput, match="valid: none, crop, crop\\+flip"):
-        make_augment("mixup")
+    with pytest.raises(BadInput, match="valid: none, crop, crop\\+flip, mixup, cutmix"):
+        make_augment("flip+mixup")
 
 
 def test_live_teacher_on_augmented_inputs_learns() -> None:

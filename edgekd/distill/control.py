@@ -8,8 +8,8 @@ import hashlib
 import torch
 from torch import nn
 
+from edgekd.distill.augment import Labels, MixedLabels
 from edgekd.distill.losses import Outputs
-from edgekd.distill.trainer import TeacherSource
 
 
 def state_sha256(model: nn.Module) -> str:
@@ -28,19 +28,23 @@ def no_teacher(idx: torch.Tensor, x: torch.Tensor) -> Outputs:
 
 
 class BatchFingerprint:
-    """A teacher source that hashes every batch asked of it (sample indices and the inputs as
-    the student sees them, augmented) before passing it on: equal digests, equal batches."""
+    """A batch observer (``fit(batches=...)``) that hashes every batch as the student sees it:
+    sample indices, the augmented (mixed) inputs and the (mixed) labels with their shares.
+    Equal digests, equal batches."""
 
-    def __init__(self, source: TeacherSource):
-        self.source = source
+    def __init__(self) -> None:
         self.batches = 0
         self._h = hashlib.sha256()
 
-    def __call__(self, idx: torch.Tensor, x: torch.Tensor) -> Outputs:
-        self._h.update(idx.numpy().tobytes())
-        self._h.update(x.contiguous().numpy().tobytes())
+    def __call__(self, idx: torch.Tensor, x: torch.Tensor, labels: Labels) -> None:
+        parts = [idx, x]
+        if isinstance(labels, MixedLabels):
+            parts += [labels.first, labels.second, labels.weight]
+        else:
+            parts.append(labels)
+        for t in parts:
+            self._h.update(t.contiguous().numpy().tobytes())
         self.batches += 1
-        return self.source(idx, x)
 
     def to_dict(self) -> dict[str, str | int]:
         return {"sha256": self._h.hexdigest(), "batches": self.batches}

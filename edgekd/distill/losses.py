@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekd.distill.augment import Labels, MixedLabels
 from edgekd.errors import BadInput
 
 Shape = tuple[int, ...]
@@ -35,10 +36,11 @@ class DistillLoss(nn.Module):
     """One distillation term: ``forward(student, teacher, labels) -> scalar``.
 
     ``needs`` says what besides logits it reads. ``labels`` (-1 = unlabeled) is optional; only
-    DKD uses it.
+    DKD uses it, and it needs one class per sample (``hard_labels``: no mixed labels).
     """
 
     needs: frozenset[str] = frozenset()
+    hard_labels: bool = False
 
     @classmethod
     def build(
@@ -116,8 +118,11 @@ class DKDLoss(_Tempered):
     """Decoupled KD (Zhao et al. 2022): ``T^2 (alpha TCKD + beta NCKD)``, alpha=1, beta=8.
 
     The target class is the label, or the teacher's top class for unlabeled samples. The paper's
-    warm-up of the DKD weight is left to the caller.
+    warm-up of the DKD weight is left to the caller. A mixed image (mixup, cutmix) has no one
+    target class, so DKD refuses mixed labels.
     """
+
+    hard_labels = True
 
     def __init__(self, temperature: float = 4.0, alpha: float = 1.0, beta: float = 8.0):
         super().__init__(temperature)
@@ -125,6 +130,8 @@ class DKDLoss(_Tempered):
         self.beta = beta
 
     def forward(self, s, t, labels=None):
+        if isinstance(labels, MixedLabels):
+            raise BadInput("loss dkd needs one target class per image; mixup and cutmix mix two")
         target = t.logits.argmax(1)
         if labels is not None:
             target = torch.where(labels >= 0, labels, target)
@@ -367,11 +374,29 @@ def _as_float(o: Outputs, detach: bool) -> Outputs:
     )
 
 
+def cross_entropy(logits: torch.Tensor, labels: Labels) -> torch.Tensor:
+    """CE over the labelled samples (label -1: none), divided by their count (at least 1).
+
+    Mixed labels: the CE against the soft label ``w onehot(first) + (1 - w) onehot(second)``,
+    an unlabeled partner's share dropped, divided by the labelled share of the batch (at least
+    1); with one-hot labels this is the plain mean.
+    """
+    if not isinstance(labels, MixedLabels):
+        ce = F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
+        return ce / (labels >= 0).sum().clamp(min=1)
+    w = labels.weight.float()
+    first = F.cross_entropy(logits, labels.first, ignore_index=-1, reduction="none")
+    second = F.cross_entropy(logits, labels.second, ignore_index=-1, reduction="none")
+    share = w * (labels.first >= 0) + (1 - w) * (labels.second >= 0)
+    return (w * first + (1 - w) * second).sum() / share.sum().clamp(min=1)
+
+
 class Objective(nn.Module):
     """``ce_weight * CE(student, labels) + sum(weight_i * term_i(s, t))``; labels -1 = unlabeled.
 
-    CE is the mean over labelled samples (0 for a batch without labels). The trainable parts of
-    the terms (FitNet regressor, CC projection) are submodules, so they train with the student.
+    CE is :func:`cross_entropy` (0 for a batch without labels; mixed labels: soft targets). The
+    trainable parts of the terms (FitNet regressor, CC projection) are submodules, so they train
+    with the student.
     """
 
     def __init__(self, terms: dict[str, DistillLoss], weights: dict[str, float], ce_weight: float):
@@ -383,13 +408,12 @@ class Objective(nn.Module):
         self.needs: frozenset[str] = frozenset().union(*(t.needs for t in terms.values()))
 
     def forward(
-        self, s: Outputs, t: Outputs, labels: torch.Tensor
+        self, s: Outputs, t: Outputs, labels: Labels
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """(total loss, {"ce": .., name: unweighted term, ..} as floats for logging)."""
         with torch.autocast(s.logits.device.type, enabled=False):
             s, t = _as_float(s, detach=False), _as_float(t, detach=True)
-            labelled = (labels >= 0).sum().clamp(min=1)
-            ce = F.cross_entropy(s.logits, labels, ignore_index=-1, reduction="sum") / labelled
+            ce = cross_entropy(s.logits, labels)
             total = self.ce_weight * ce
             parts = {"ce": ce.detach()}
             for name, term in self.terms.items():

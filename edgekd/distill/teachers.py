@@ -34,7 +34,13 @@ class CachedTeacher:
 
 
 class LiveTeacher:
-    """Teachers run on every batch: for randomly augmented inputs, which no cache can hold."""
+    """Teachers run on every batch: for randomly augmented or mixed inputs, which no cache can
+    hold.
+
+    PyTorch teachers run in inference mode, in channels-last memory format (weights, and inputs
+    when they are images) like the student, and on CUDA under autocast (bfloat16 where the GPU
+    has it, else float16); every output is float32. ONNX teachers run in ONNX Runtime on the CPU.
+    """
 
     def __init__(
         self,
@@ -50,21 +56,40 @@ class LiveTeacher:
             torch.device("cpu") if isinstance(m, OnnxTeacher) else device for m in models
         ]
         for m, d in zip(self.models, self.devices, strict=True):
-            m.to(d)
+            if not isinstance(m, OnnxTeacher):
+                m.to(d, memory_format=torch.channels_last)  # 4-D weights only: the convolutions
         self.weights = weights
         self.temperature = temperature
+        self.half = torch.bfloat16 if torch.cuda.is_available() and (
+            torch.cuda.is_bf16_supported()) else torch.float16  # fmt: skip
         self.tap = FeatureTap(models[0], list(layers), embedding) if layers or embedding else None
 
-    @torch.no_grad()
+    def _forward(self, model: nn.Module, device: torch.device, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(model, OnnxTeacher):
+            return model(x)
+        layout = torch.channels_last if x.ndim == 4 else torch.contiguous_format
+        with torch.autocast("cuda", dtype=self.half, enabled=device.type == "cuda"):
+            return model(x.to(device, memory_format=layout))
+
     def __call__(self, idx: torch.Tensor, x: torch.Tensor) -> Outputs:
-        logits = [m(x.to(d)).float().cpu() for m, d in zip(self.models, self.devices, strict=True)]
-        features, embedding = self.tap.take() if self.tap is not None else ([], None)
+        with torch.inference_mode():
+            logits = [
+                self._forward(m, d, x).float().cpu()
+                for m, d in zip(self.models, self.devices, strict=True)
+            ]
+            features, embedding = self.tap.take() if self.tap is not None else ([], None)
+            ensemble = ensemble_logits(logits, self.weights, self.temperature)
+        # inference-mode tensors cannot take part in autograd: the losses get float32 copies
         return Outputs(
-            ensemble_logits(logits, self.weights, self.temperature),
-            [f.float() for f in features],
-            None if embedding is None else embedding.float(),
+            ensemble.clone(),
+            [f.float().clone() for f in features],
+            None if embedding is None else embedding.float().clone(),
         )
 
     def close(self) -> None:
+        """Remove the taps; the PyTorch teachers back on the CPU in the default memory format."""
         if self.tap is not None:
             self.tap.close()
+        for m in self.models:
+            if not isinstance(m, OnnxTeacher):
+                m.to("cpu", memory_format=torch.contiguous_format)

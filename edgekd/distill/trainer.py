@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from edgekd import faults
 from edgekd.atomic import write_torch
 from edgekd.data import Split
-from edgekd.distill.augment import Augment
+from edgekd.distill.augment import Augmentation, Labels, MixedLabels
 from edgekd.distill.features import FeatureTap
 from edgekd.distill.losses import Objective, Outputs
 from edgekd.errors import BadInput
@@ -37,6 +37,8 @@ OPTIMIZERS = ("adamw", "sgd")
 
 # (sample indices, the inputs as the student sees them) -> the teacher's outputs for them
 TeacherSource = Callable[[torch.Tensor, torch.Tensor], Outputs]
+# (sample indices, the inputs and the labels as the student sees them): one call per batch
+BatchObserver = Callable[[torch.Tensor, torch.Tensor, Labels], None]
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ class Distiller(nn.Module):
         self.tap = FeatureTap(student, list(layers), embedding=embedding)
 
     def forward(
-        self, x: torch.Tensor, teacher: Outputs, labels: torch.Tensor
+        self, x: torch.Tensor, teacher: Outputs, labels: Labels
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         logits = self.student(x)
         features, embedding = self.tap.take()
@@ -202,6 +204,14 @@ def _to(t: Outputs, device: torch.device) -> Outputs:
     )
 
 
+def _labelled_hits(logits: torch.Tensor, labels: Labels) -> tuple[int, int]:
+    """(correct, labelled) top-1 over the labelled samples; a mixed image counts against its
+    dominant label (the larger share)."""
+    target = labels.dominant() if isinstance(labels, MixedLabels) else labels
+    labelled = target >= 0
+    return int((logits.argmax(1) == target)[labelled].sum()), int(labelled.sum())
+
+
 def _sum_across_ranks(*values: float) -> list[float]:
     if not dist.is_initialized():
         return list(values)
@@ -250,13 +260,17 @@ def fit(
     label: str = "train",
     layers: list[str] = (),
     embedding: bool = False,
-    augment: Augment | None = None,
+    augment: Augmentation | None = None,
     before_epoch: Callable[[nn.Module, int], None] | None = None,
+    batches: BatchObserver | None = None,
 ) -> list[dict[str, float]]:
     """Train ``student`` in place; returns one record per epoch (loss and its terms, accuracies, s).
 
-    ``layers``/``embedding`` name what the objective needs from the student (taps); the teacher
-    source supplies the same from the teacher. With ``checkpoint``, state is saved atomically
+    ``train_accuracy`` is top-1 over the epoch's labelled samples (absent when it has none; a
+    mixed image counts against its dominant label). ``layers``/``embedding`` name what the
+    objective needs from the student (taps); the teacher source supplies the same from the
+    teacher. ``augment`` draws once per batch: the teacher, the student and the label term see
+    the same (mixed) batch, which ``batches`` is shown too. With ``checkpoint``, state is saved atomically
     after every epoch (by rank 0: weights, optimizer, scheduler, gradient scaler and every random
     stream) and, if the file exists, training resumes from it, bit-identical to a run that was
     never interrupted.
@@ -301,17 +315,19 @@ def fit(
                 order = torch.randperm(len(train), generator=gen)
                 # per (seed, epoch, rank): a resumed epoch augments as the uninterrupted one did
                 aug_gen = torch.Generator().manual_seed(cfg.seed + 7919 * (me + 1) + 104729 * epoch)
-                t0, seen, total_loss, correct = time.perf_counter(), 0, 0.0, 0
+                t0, seen, total_loss, correct, labelled = time.perf_counter(), 0, 0.0, 0, 0
                 parts_sum: dict[str, float] = {}
                 with progress(steps_per_epoch, f"{label} {epoch + 1}/{cfg.epochs}", "batch") as bar:
                     for i in range(0, len(train), cfg.batch_size):
                         idx = order[i : i + cfg.batch_size][me::n_ranks]
-                        x = train.x[idx]
+                        x, y = train.x[idx], train.y[idx]
                         if augment is not None:
-                            x = augment(x, aug_gen)
+                            x, y = augment(x, y, aug_gen)
+                        if batches is not None:
+                            batches(idx, x, y)
                         t = _to(teacher(idx, x), device)
                         x = x.to(device, memory_format=layout)
-                        y = train.y[idx].to(device)
+                        y = y.to(device)
                         with torch.autocast(device.type, enabled=use_amp):
                             loss, out, parts = step(x, t, y)
                         opt.zero_grad(set_to_none=True)
@@ -322,7 +338,8 @@ def fit(
                         total_loss += loss.item() * len(idx)
                         for k, v in parts.items():
                             parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
-                        correct += (out.argmax(1) == y).sum().item()
+                        hits, n = _labelled_hits(out.detach(), y)
+                        correct, labelled = correct + hits, labelled + n
                         seen += len(idx)
                         bar.update(1)
                         faults.point(label, "batch")
@@ -333,15 +350,13 @@ def fit(
                     x_bn = train.x[sample[: cfg.bn_recalibration]]
                     reestimate_bn(student, (b.to(device) for b in x_bn.split(256)))
                 keys = sorted(parts_sum)
-                total_loss, correct, seen, *part_values = _sum_across_ranks(
-                    total_loss, correct, seen, *(parts_sum[k] for k in keys)
+                total_loss, correct, labelled, seen, *part_values = _sum_across_ranks(
+                    total_loss, correct, labelled, seen, *(parts_sum[k] for k in keys)
                 )
-                record = {
-                    "epoch": epoch + 1,
-                    "loss": total_loss / seen,
-                    "train_accuracy": correct / seen,
-                    "seconds": time.perf_counter() - t0,
-                }
+                record = {"epoch": epoch + 1, "loss": total_loss / seen}
+                if labelled:
+                    record["train_accuracy"] = correct / labelled
+                record["seconds"] = time.perf_counter() - t0
                 record.update(
                     {f"loss_{k}": v / seen for k, v in zip(keys, part_values, strict=True)}
                 )
@@ -349,8 +364,8 @@ def fit(
                     record["val_accuracy"] = accuracy(predict(student, val.x, device), val.y)
                 history.append(record)
                 log(
-                    f"{label} epoch {epoch + 1}/{cfg.epochs}: loss {record['loss']:.4f}, "
-                    f"train acc {record['train_accuracy']:.4f}"
+                    f"{label} epoch {epoch + 1}/{cfg.epochs}: loss {record['loss']:.4f}"
+                    + (f", train acc {record['train_accuracy']:.4f}" if labelled else "")
                     + (f", val acc {record['val_accuracy']:.4f}" if val is not None else "")
                     + f" ({record['seconds']:.1f}s)"
                 )

@@ -15,6 +15,7 @@ from torch import nn
 from edgekd.calibration import calibration_inputs
 from edgekd.config import CompressConfig
 from edgekd.data import Dataset, Split, load_dataset, load_unlabeled
+from edgekd.distill.augment import MIX_ALPHA, mixing
 from edgekd.distill.cache import cache_key, default_cache_dir, teacher_fingerprint, teacher_outputs
 from edgekd.distill.ensemble import ensemble_logits, parse_teacher
 from edgekd.distill.features import (
@@ -264,6 +265,8 @@ class Context:
                 "train_samples": len(self.train_set),
                 "unlabeled": cfg.unlabeled,
                 "augment": cfg.augment,
+                "mix_alpha": (cfg.mix_alpha or MIX_ALPHA) if mixing(cfg.augment) else None,
+                "train_accuracy_on": "labelled samples; a mixed image: its larger label share",
             },
         )  # fmt: skip
 

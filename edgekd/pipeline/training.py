@@ -11,11 +11,11 @@ from torch import nn
 
 from edgekd.atomic import write_torch
 from edgekd.config import CompressConfig
-from edgekd.distill.augment import make_augment
+from edgekd.distill.augment import Augmentation, make_augment
 from edgekd.distill.control import BatchFingerprint, no_teacher, state_sha256
 from edgekd.distill.losses import make_objective
+from edgekd.distill.teachers import LiveTeacher
 from edgekd.distill.trainer import (
-    TeacherSource,
     TrainConfig,
     amp_enabled,
     fit,
@@ -62,28 +62,36 @@ def _epoch_config(cfg: CompressConfig, qat: bool) -> TrainConfig:
     )  # fmt: skip
 
 
+def _augment(cfg: CompressConfig) -> Augmentation | None:
+    return make_augment(cfg.augment, cfg.mix_alpha)
+
+
 def _train(
     ctx: Context,
     student: nn.Module,
     setup: DistillSetup,
     qat: bool,
-    teacher: TeacherSource | None = None,
+    batches: BatchFingerprint | None = None,
 ) -> list[dict]:
     stage = "quantize" if qat else "distill"
-    return fit(
-        student, ctx.train_set, teacher or setup.teacher(ctx), setup.objective,
-        _epoch_config(ctx.cfg, qat),
-        device=ctx.device, val=ctx.data.val, checkpoint=ctx.run.checkpoint(stage),
-        label="qat" if qat else "distill", layers=setup.layers, embedding=setup.embedding,
-        augment=make_augment(ctx.cfg.augment),
-    )  # fmt: skip
+    teacher = setup.teacher(ctx)
+    try:
+        return fit(
+            student, ctx.train_set, teacher, setup.objective, _epoch_config(ctx.cfg, qat),
+            device=ctx.device, val=ctx.data.val, checkpoint=ctx.run.checkpoint(stage),
+            label="qat" if qat else "distill", layers=setup.layers, embedding=setup.embedding,
+            augment=_augment(ctx.cfg), batches=batches,
+        )  # fmt: skip
+    finally:
+        if isinstance(teacher, LiveTeacher):  # its taps off, the teacher back as it came
+            teacher.close()
 
 
 def _baseline_arm(ctx: Context, student: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     """The control arm (--baseline): a copy of the untrained ``student`` trained on labels alone
-    (loss ce) with the same schedule, seed, data order and augmentation → student_baseline.pt,
-    which --resume reuses. Its random draws are forked off, so the distilled arm's are those of a
-    run without --baseline."""
+    (loss ce) with the same schedule, seed, data order and augmentation (mixed batches too, its
+    CE on their mixed labels) → student_baseline.pt, which --resume reuses. Its random draws are
+    forked off, so the distilled arm's are those of a run without --baseline."""
     run, cfg = ctx.run, ctx.cfg
     if run.student_baseline_pt.exists():
         log(f"baseline: {run.student_baseline_pt} already trained, reused (--resume)")
@@ -97,12 +105,12 @@ def _baseline_arm(ctx: Context, student: nn.Module) -> tuple[nn.Module, dict[str
         baseline.load_state_dict(student.state_dict())
         log("baseline: the same student on labels alone (loss ce), same schedule and batches")
         train = ctx.data.train  # labels alone: without a transfer set, the distilled arm's data
-        batches = BatchFingerprint(no_teacher)
+        batches = BatchFingerprint()
         arm = {"loss": "ce", "train_samples": len(train), "init_sha256": state_sha256(baseline)}
         history = fit(
-            baseline, train, batches, make_objective("ce"), _epoch_config(cfg, False),
+            baseline, train, no_teacher, make_objective("ce"), _epoch_config(cfg, False),
             device=device, val=ctx.data.val, checkpoint=run.checkpoint("baseline"),
-            label="baseline", augment=make_augment(cfg.augment),
+            label="baseline", augment=_augment(cfg), batches=batches,
         )  # fmt: skip
     record = {**arm, "batches": batches.to_dict(), "history": history}
     if is_main():
@@ -155,8 +163,8 @@ def distill(ctx: Context) -> None:
     if ctx.cfg.baseline:
         baseline, control = _baseline_arm(ctx, student)
         init = state_sha256(student)
-        batches = BatchFingerprint(setup.teacher(ctx))
-    history = _train(ctx, student, setup, qat=False, teacher=batches)
+        batches = BatchFingerprint()
+    history = _train(ctx, student, setup, qat=False, batches=batches)
     if is_main() and batches is not None:  # before student.pt: a resumed run finds it saved
         arm = {"loss": ctx.cfg.loss, "train_samples": len(ctx.train_set), "init_sha256": init,
                "batches": batches.to_dict()}  # fmt: skip
