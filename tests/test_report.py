@@ -71,6 +71,14 @@ def test_example_report_follows_the_schema(validator) -> None:
     assert _errors(validator, json.loads(EXAMPLE.read_text())) == []
 
 
+def test_documented_example_report_is_current(validator) -> None:
+    """docs/example-report/ holds the bundled example's reports in this schema version."""
+    docs = ROOT / "docs" / "example-report"
+    report = json.loads((docs / "report.json").read_text())
+    assert report["schema_version"] == SCHEMA_VERSION and _errors(validator, report) == []
+    assert (docs / "report.md").read_text() == render_markdown(report)
+
+
 def _missing(r: dict) -> None:
     del r["gates"]
 
