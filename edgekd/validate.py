@@ -58,7 +58,8 @@ def make_runner(
     """The runner ``target`` asks for, on the device behind ``session`` or else here: the runtime
     follows the target (a native TensorRT engine for a TensorRT target, kept in ``keep_dir``;
     ONNX Runtime otherwise), the transport is separate. Here without TensorRT installed, a
-    TensorRT target's models run in ONNX Runtime, and their latency says "this host" (:func:`placed`)."""
+    TensorRT target's models run in ONNX Runtime, and their latency says "this host"
+    (:func:`placed`)."""
     if session is not None:
         return remote_runner(path, target, session, keep_dir)
     if target.runtime == "tensorrt" and importlib.util.find_spec("tensorrt") is not None:

@@ -21,7 +21,7 @@ from edgekd.distill.control import state_sha256
 from edgekd.models.teacher import load_weights
 from edgekd.pipeline import Context, compress, open_run, run_in
 from edgekd.report.compare import load_runs, table
-from edgekd.report.html import resolve
+from edgekd.report.page import resolve
 from edgekd.report.schema import load_schema
 from edgekd.run import RunDir
 from edgekd.stats import accuracy_gain, paired_bootstrap

@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.report.html import render_html, resolve
+from edgekd.report.html import render_html
+from edgekd.report.page import resolve
 from edgekd.report.schema import load_schema
 
 RUNS = ["digits_run", "fp16_run"]

@@ -8,17 +8,12 @@ plot lists the pointers it draws in ``data-sources``.
 
 from __future__ import annotations
 
-import base64
-import io
-import math
-from collections.abc import Callable, Iterable
 from html import escape
 from typing import Any
 
-from edgekd.report.schema import MODELS
+from edgekd.report import plots
+from edgekd.report.page import Page, has, pointer, resolve, row_label, shown_models, text_cell
 
-COLORS = {"teacher": "#6b7280", "student_fp32": "#2563eb", "student_int8": "#16a34a"}
-MAX_CLASSES_PLOTTED = 40
 GATE_STATUS = {"passed": ("passed", "ok"), "failed": ("failed", "bad"),
                "skipped": ("not checked", "skip")}  # fmt: skip
 MEASURED_ON = {True: "the target", False: "this host, not the target", None: "—"}
@@ -41,115 +36,6 @@ figure{margin:16px 0}figure img{max-width:100%;border:1px solid #e5e7eb}
 figcaption{color:#4b5563;font-size:13px}code{font-size:13px}.note{color:#4b5563}
 """
 
-Formatter = Callable[[Any], str]
-FORMATS: dict[str, Formatter] = {
-    "pct": lambda v: f"{100 * v:.2f} %",
-    "ms": lambda v: f"{v:.3f}",
-    "mb": lambda v: f"{v:.3f}",
-    "int": lambda v: f"{v:,}",
-    "sci": lambda v: f"{v:.2e}",
-    "signed": lambda v: f"{v:+.2e}",
-    "cos": lambda v: f"{v:.6f}",
-    "s": lambda v: f"{v:.1f}",
-    "g": lambda v: f"{v:g}",
-    "pt": lambda v: f"{v:+.2f}",
-    "text": str,
-}
-
-
-def pointer(*parts: str | int) -> str:
-    """The JSON pointer (RFC 6901) of a value in the report."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-
-
-def resolve(report: Any, ptr: str) -> Any:
-    """The value at JSON pointer ``ptr``."""
-    value = report
-    for part in ptr.split("/")[1:]:
-        part = part.replace("~1", "/").replace("~0", "~")
-        value = value[int(part)] if isinstance(value, list) else value[part]
-    return value
-
-
-def _has(report: dict[str, Any], *parts: str | int) -> bool:
-    try:
-        return resolve(report, pointer(*parts)) is not None
-    except (KeyError, IndexError, TypeError):
-        return False
-
-
-class Page:
-    """Builds the HTML; ``v`` renders one report value with its pointer."""
-
-    def __init__(self, report: dict[str, Any]):
-        self.report = report
-        self.parts: list[str] = []
-
-    def v(self, kind: str, *path: str | int, tag: str = "span") -> str:
-        ptr = pointer(*path)
-        value = resolve(self.report, ptr)
-        text = "—" if value is None else FORMATS[kind](value)
-        cls = ' class="num"' if kind != "text" and tag == "td" else ""
-        return f'<{tag}{cls} data-json="{escape(ptr)}">{escape(text)}</{tag}>'
-
-    def td(self, kind: str, *path: str | int) -> str:
-        return self.v(kind, *path, tag="td")
-
-    def add(self, *html: str) -> None:
-        self.parts.extend(html)
-
-    def table(self, header: Iterable[str] | None, rows: Iterable[Iterable[str]]) -> None:
-        """``rows`` of ready-made cells (``td``/``_label`` strings); header texts escaped."""
-        head = "".join(f"<th>{escape(h)}</th>" for h in header or ())
-        body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
-        thead = f"<thead><tr>{head}</tr></thead>" if head else ""
-        self.add(f"<table>{thead}<tbody>{body}</tbody></table>")
-
-
-def _text(s: str, cls: str = "") -> str:
-    """A cell of constant text (no report figures in it)."""
-    return f"<td{f' class={cls!r}' if cls else ''}>{escape(s)}</td>"
-
-
-def _label(s: str) -> str:
-    """A row's label: a model, gate or quantity name (no report figures in it)."""
-    return f'<th scope="row">{escape(s)}</th>'
-
-
-def _models(report: dict[str, Any]) -> list[str]:
-    return [m for m in MODELS if m in report["latency_ms"]]
-
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _figure(page: Page, fig: Any, caption: str, sources: list[str]) -> None:
-    page.add(
-        f'<figure data-sources="{escape(" ".join(sources))}"><img alt="{escape(caption)}" '
-        f'src="{_png(fig)}"><figcaption>{escape(caption)}</figcaption></figure>'
-    )
-
-
-def _new_figure(width: float = 6.4, height: float = 3.8, cols: int = 1) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    axes = fig.subplots(1, cols)
-    return fig, axes
-
-
-def _log_x(ax: Any) -> None:
-    """A log latency axis labelled with plain numbers (major ticks only)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
 
 def _verdict(page: Page) -> None:
     gates = page.report["gates"]
@@ -165,9 +51,9 @@ def _verdict(page: Page) -> None:
         + "</p>"
     )
     rows = [
-        [_label(g["name"]), _text(*GATE_STATUS[g["status"]]),
+        [row_label(g["name"]), text_cell(*GATE_STATUS[g["status"]]),
          page.td("text", "gates", "records", i, "evidence"),
-         _text(MEASURED_ON[g["measured_on_target"]])]
+         text_cell(MEASURED_ON[g["measured_on_target"]])]
         for i, g in enumerate(gates["records"])
     ]  # fmt: skip
     page.table(["gate", "result", "evidence", "measured on"], rows)
@@ -177,13 +63,13 @@ def _verdict(page: Page) -> None:
 def _summary(page: Page) -> None:
     r = page.report
     rows = []
-    for m in _models(r):
+    for m in shown_models(r):
         student = "teacher" if m == "teacher" else "student"
         rows.append(
             [
-                _label(m),
+                row_label(m),
                 page.td("pct", "accuracy", m),
-                _text("—") if m == "teacher" else page.td("pct", "agreement", m),
+                text_cell("—") if m == "teacher" else page.td("pct", "agreement", m),
                 page.td("int", "params", student),
                 page.td("mb", "model_mb", m),
                 *(page.td("ms", "latency_ms", m, q) for q in ("p50", "p90", "p99", "mean")),
@@ -202,175 +88,6 @@ def _summary(page: Page) -> None:
     )
 
 
-def _accuracy_latency(page: Page) -> None:
-    r = page.report
-    fig, ax = _new_figure()
-    sources = [pointer("target", "p90_budget_ms")]
-    for m in _models(r):
-        x, y = r["latency_ms"][m]["p90"], 100 * r["accuracy"][m]
-        ax.scatter([x], [y], s=70, color=COLORS[m], label=m, zorder=3)
-        ax.annotate(m, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
-        sources += [pointer("latency_ms", m, "p90"), pointer("accuracy", m)]
-    budget = r["target"]["p90_budget_ms"]
-    ax.axvline(budget, color="#dc2626", ls="--", label=f"p90 budget {budget:g} ms")
-    if _has(r, "config", "max_accuracy_drop"):
-        floor = 100 * r["accuracy"]["teacher"] - r["config"]["max_accuracy_drop"]
-        ax.axhline(floor, color="#d97706", ls=":", label=f"accuracy floor {floor:.2f} %")
-        sources.append(pointer("config", "max_accuracy_drop"))
-    lat = [r["latency_ms"][m]["p90"] for m in _models(r)] + [budget]
-    if max(lat) / min(lat) > 20:
-        _log_x(ax)
-    ax.set_xlabel("p90 latency, ms (batch 1)")
-    ax.set_ylabel("top-1 accuracy, %")
-    ax.set_title("Accuracy vs p90 latency")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    where = "; ".join(sorted({r["latency_ms"][m]["where"] for m in _models(r)}))
-    _figure(page, fig, f"Up and to the left is better. Latency {where}.", sources)
-
-
-def _latency_cdf(page: Page) -> None:
-    r = page.report
-    q = r.get("latency_quantiles")
-    if not q or not q.get("ms"):
-        page.add('<p class="note">No latency distribution in this report (recorded by newer '
-                 "edgekd versions: rerun <code>edgekd validate</code>).</p>")  # fmt: skip
-        return
-    fig, ax = _new_figure()
-    pcts = [p / 100 for p in q["percentiles"]]
-    sources = [pointer("latency_quantiles", "percentiles")]
-    for m, values in q["ms"].items():
-        ax.step(values, pcts, where="post", color=COLORS.get(m), label=m)
-        sources.append(pointer("latency_quantiles", "ms", m))
-    budget = r["target"]["p90_budget_ms"]
-    ax.axhline(0.9, color="#9ca3af", lw=0.8)
-    ax.axvline(budget, color="#dc2626", ls="--", label=f"p90 budget {budget:g} ms")
-    lows = [v[0] for v in q["ms"].values() if v[0] > 0]
-    if lows and max(budget, *(v[-1] for v in q["ms"].values())) / min(lows) > 20:
-        _log_x(ax)
-    ax.set_xlabel("latency, ms (batch 1)")
-    ax.set_ylabel("fraction of queries ≤ x")
-    ax.set_title("Latency distribution (CDF)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    _figure(page, fig, "Cumulative distribution of single-query latency per artifact.", sources)
-
-
-def _per_class(page: Page) -> None:
-    r = page.report
-    pc = r.get("per_class_accuracy")
-    if not pc:
-        page.add('<p class="note">No per-class accuracy in this report (recorded by newer '
-                 "edgekd versions: rerun <code>edgekd validate</code>).</p>")  # fmt: skip
-        return
-    models = [m for m in MODELS if m in pc]
-    classes = list(range(len(pc["classes"])))
-    deployed = r["student"]["deployed"]
-    title = "Per-class accuracy"
-    if len(classes) > MAX_CLASSES_PLOTTED:
-
-        def loss(c: int) -> float:
-            t, s = pc["teacher"][c], pc[deployed][c]
-            return -math.inf if t is None or s is None else t - s
-
-        classes = sorted(sorted(classes, key=loss, reverse=True)[:MAX_CLASSES_PLOTTED])
-        title += f" ({MAX_CLASSES_PLOTTED} classes where {deployed} trails the teacher most)"
-    fig, ax = _new_figure(width=min(14.0, max(6.4, 0.25 * len(classes) * len(models))))
-    width = 0.8 / len(models)
-    for i, m in enumerate(models):
-        xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(classes))]
-        ys = [100 * (pc[m][c] or 0.0) for c in classes]
-        ax.bar(xs, ys, width=width, color=COLORS[m], label=m)
-    ax.set_xticks(range(len(classes)), [pc["classes"][c] for c in classes], rotation=45,
-                  ha="right", fontsize=8)  # fmt: skip
-    ax.set_ylabel("top-1 accuracy, %")
-    low = max(0.0, min(100 * (pc[m][c] or 0) for m in models for c in classes) - 5)
-    ax.set_ylim(low, 100 + (100 - low) * 0.12)  # headroom for the legend
-    ax.set_yticks([t for t in ax.get_yticks() if low <= t <= 100])
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", ncols=len(models))
-    _figure(page, fig, "Teacher vs student accuracy within each true class.",
-            [pointer("per_class_accuracy", m) for m in models])  # fmt: skip
-    if len(pc["classes"]) <= MAX_CLASSES_PLOTTED:
-        rows = [
-            [page.v("text", "per_class_accuracy", "classes", c, tag="th"),
-             *(page.td("pct", "per_class_accuracy", m, c) for m in models)]
-            for c in classes
-        ]  # fmt: skip
-        page.table(["class", *models], rows)
-
-
-def _sizes(page: Page) -> None:
-    r = page.report
-    models = [m for m in MODELS if m in r["model_mb"]]
-    fig, ax = _new_figure(height=2.6)
-    mbs = [r["model_mb"][m] for m in models]
-    ax.barh(models, mbs, color=[COLORS[m] for m in models])
-    for y, mb in enumerate(mbs):
-        ax.annotate(f"{mb:.3f} MB", (mb, y), xytext=(4, 0), textcoords="offset points",
-                    va="center", fontsize=8)  # fmt: skip
-    sources = [pointer("model_mb", m) for m in models]
-    if _has(r, "target", "max_model_mb"):
-        budget = r["target"]["max_model_mb"]
-        ax.axvline(budget, color="#dc2626", ls="--", label=f"model budget {budget:g} MB")
-        ax.legend(fontsize=8, loc="lower right")
-        sources.append(pointer("target", "max_model_mb"))
-    ax.invert_yaxis()
-    ax.set_xlabel("ONNX file size, MB (10^6 bytes)")
-    ax.set_title("Model size")
-    ax.grid(axis="x", alpha=0.3)
-    _figure(page, fig, "Size of each exported ONNX file.", sources)
-
-
-def _training(page: Page) -> None:
-    r = page.report
-    stages = [(s, r["training"].get(s) or []) for s in ("distill", "qat")]
-    if not any(h for _, h in stages):
-        page.add('<p class="note">No training history (no epochs were run).</p>')
-        return
-    from matplotlib.ticker import MaxNLocator
-
-    fig, (loss_ax, acc_ax) = _new_figure(width=9.6, height=3.4, cols=2)
-    offset, sources = 0, []
-    for (stage, history), color in zip(stages, ("#2563eb", "#16a34a"), strict=True):
-        if not history:
-            continue
-        epochs = [offset + h["epoch"] for h in history]
-        loss_ax.plot(epochs, [h["loss"] for h in history], "o-", ms=3, color=color, label=stage)
-        if all("train_accuracy" in h for h in history):  # none without labelled samples
-            acc_ax.plot(epochs, [100 * h["train_accuracy"] for h in history], "o--", ms=3,
-                        color=color, alpha=0.6, label=f"{stage} train")  # fmt: skip
-        if all("val_accuracy" in h for h in history):
-            acc_ax.plot(epochs, [100 * h["val_accuracy"] for h in history], "o-", ms=3,
-                        color=color, label=f"{stage} val")  # fmt: skip
-        if offset:
-            for ax in (loss_ax, acc_ax):
-                ax.axvline(offset + 0.5, color="#9ca3af", lw=0.8)
-        offset = epochs[-1]
-        sources.append(pointer("training", stage))
-    baseline = r["training"].get("baseline")
-    if baseline:  # the control arm, over the distillation epochs
-        epochs = [h["epoch"] for h in baseline]
-        loss_ax.plot(epochs, [h["loss"] for h in baseline], "s:", ms=3, color="#9ca3af",
-                     label="baseline (labels only)")  # fmt: skip
-        if all("val_accuracy" in h for h in baseline):
-            acc_ax.plot(epochs, [100 * h["val_accuracy"] for h in baseline], "s:", ms=3,
-                        color="#9ca3af", label="baseline val")  # fmt: skip
-        sources.append(pointer("training", "baseline"))
-    loss_ax.set_yscale("log")
-    loss_ax.set_title("Training loss")
-    acc_ax.set_title("Accuracy")
-    for ax, label in ((loss_ax, "loss (log)"), (acc_ax, "accuracy, %")):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch (distillation, then QAT)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    _figure(page, fig, "Per-epoch loss and accuracy: float distillation, then quantization-aware "
-            "fine-tuning.", sources)  # fmt: skip
-
-
 def _distillation_gain(page: Page) -> None:
     """The control arm (--baseline): what distillation bought over labels alone."""
     if "distillation_gain" not in page.report:
@@ -384,18 +101,18 @@ def _distillation_gain(page: Page) -> None:
              "students run in PyTorch on the validation split. The interval covers the sampling "
              "of validation samples for this one seed, not the spread across seeds.</p>")  # fmt: skip
     rows = [
-        [_label("gain, pt"), page.td("pt", *base, "gain_pt")],
-        [_label("95 % interval, pt"), page.td("pt", *base, "ci_pt", 0),
+        [row_label("gain, pt"), page.td("pt", *base, "gain_pt")],
+        [row_label("95 % interval, pt"), page.td("pt", *base, "ci_pt", 0),
          page.td("pt", *base, "ci_pt", 1)],
-        [_label("distilled accuracy"), page.td("pct", *base, "distilled_accuracy")],
-        [_label("baseline accuracy"), page.td("pct", *base, "baseline_accuracy")],
-        [_label("right only when distilled"), page.td("int", *base, "only_distilled_correct")],
-        [_label("right only in the baseline"), page.td("int", *base, "only_baseline_correct")],
-        [_label("validation samples"), page.td("int", *base, "samples")],
-        [_label("resamples"), page.td("int", *base, "resamples")],
-        [_label("same initial weights"), _text(same[gain["same_init"]])],
-        [_label("same batches"), _text(same[gain["same_batches"]])],
-        [_label("method"), page.td("text", *base, "method")],
+        [row_label("distilled accuracy"), page.td("pct", *base, "distilled_accuracy")],
+        [row_label("baseline accuracy"), page.td("pct", *base, "baseline_accuracy")],
+        [row_label("right only when distilled"), page.td("int", *base, "only_distilled_correct")],
+        [row_label("right only in the baseline"), page.td("int", *base, "only_baseline_correct")],
+        [row_label("validation samples"), page.td("int", *base, "samples")],
+        [row_label("resamples"), page.td("int", *base, "resamples")],
+        [row_label("same initial weights"), text_cell(same[gain["same_init"]])],
+        [row_label("same batches"), text_cell(same[gain["same_batches"]])],
+        [row_label("method"), page.td("text", *base, "method")],
     ]  # fmt: skip
     page.table(None, rows)
 
@@ -417,12 +134,12 @@ def _sizing(page: Page) -> None:
     page.add(*(page.v("text", "student", "sizing", "reasons", i, tag="li")
                for i in range(len(sizing["reasons"]))), "</ul>")  # fmt: skip
     rows = [
-        [_label(label), page.td(kind, "student", "sizing", "estimate", key)]
+        [row_label(label), page.td(kind, "student", "sizing", "estimate", key)]
         for key, label, kind in ESTIMATE_ROWS
         if key in sizing["estimate"]
     ]
     rows += [
-        [_label(label), page.td("int", "student", "sizing", key)]
+        [row_label(label), page.td("int", "student", "sizing", key)]
         for key, label in (("considered", "candidates considered"), ("feasible", "feasible"),
                            ("max_params", "max params (budget and compression)"),
                            ("teacher_params", "teacher params"))
@@ -439,29 +156,32 @@ def _quantization(page: Page) -> None:
              f"<p>Scheme <code>{page.v('text', 'quantization', 'scheme')}</code>: "
              f"{page.v('text', 'quantization', 'scheme_description')}.</p>")  # fmt: skip
     cal = q.get("calibration", {})
-    rows = [[_label("mode"), _text("post-training (calibration only)" if q.get("ptq")
+    rows = [[row_label("mode"), text_cell("post-training (calibration only)" if q.get("ptq")
                                   else "quantization-aware")]]  # fmt: skip
     if cal:
         rows += [
-            [_label("calibration"), page.td("text", "quantization", "calibration", "method")],
+            [row_label("calibration"), page.td("text", "quantization", "calibration", "method")],
             [
-                _label("calibration samples"),
+                row_label("calibration samples"),
                 page.td("int", "quantization", "calibration", "samples"),
             ],
-            [_label("calibration seconds"), page.td("s", "quantization", "calibration", "seconds")],
+            [
+                row_label("calibration seconds"),
+                page.td("s", "quantization", "calibration", "seconds"),
+            ],
         ]
     if "weight_bits" in q:
         rows += [
-            [_label("weight bits"), page.td("int", "quantization", "weight_bits", "bits")],
-            [_label("weight bits, why"), page.td("text", "quantization", "weight_bits", "why")],
+            [row_label("weight bits"), page.td("int", "quantization", "weight_bits", "bits")],
+            [row_label("weight bits, why"), page.td("text", "quantization", "weight_bits", "why")],
         ]
     for i, _ in enumerate(q.get("keep_float", {}).get("layers", [])):
         rows.append(
-            [_label("kept in float"), page.td("text", "quantization", "keep_float", "layers", i)]
+            [row_label("kept in float"), page.td("text", "quantization", "keep_float", "layers", i)]
         )
     for i, _ in enumerate(q.get("unquantizable", [])):
         rows.append(
-            [_label("not quantizable"), page.td("text", "quantization", "unquantizable", i)]
+            [row_label("not quantizable"), page.td("text", "quantization", "unquantizable", i)]
         )
     page.table(None, rows)
     sens = q.get("sensitivity")
@@ -499,11 +219,13 @@ def _mixed_precision(page: Page) -> None:
     if not speed["measured"]:
         page.add(f'<p class="note">Accuracy only: {page.v("text", *base, "why")}.</p>')
         return
-    rows = [[_label("fp32"), page.td("ms", *base, "fp32_p90_ms"), _text("—"), _text("—")]]
+    rows = [
+        [row_label("fp32"), page.td("ms", *base, "fp32_p90_ms"), text_cell("—"), text_cell("—")]
+    ]
     rows += [
         [page.v("text", *base, "mixes", i, "name", tag="th"),
          page.td("ms", *base, "mixes", i, "p90_ms"), page.td("g", *base, "mixes", i, "vs_fp32"),
-         _text(str(len(m["keep_float"])))]
+         text_cell(str(len(m["keep_float"])))]
         for i, m in enumerate(speed["mixes"])
     ]  # fmt: skip
     page.table(["model", "p90 ms", "vs fp32", "layers in float"], rows)
@@ -530,7 +252,7 @@ def _coverage(page: Page, base: tuple[str, ...], title: str) -> None:
          page.td("text", *base, "per_layer", i, "op"),
          page.td("text", *base, "per_layer", i, "kernel"),
          page.td("int", *base, "per_layer", i, "macs"),
-         _text("yes" if r["int8"] else "no")]
+         text_cell("yes" if r["int8"] else "no")]
         for i, r in enumerate(cov["per_layer"])
     ]  # fmt: skip
     page.table(["layer", "exported as", "runs as", "MACs", "INT8"], rows)
@@ -538,7 +260,7 @@ def _coverage(page: Page, base: tuple[str, ...], title: str) -> None:
 
 def _coverages(page: Page) -> None:
     r = page.report
-    if _has(r, "export", "int8_coverage"):
+    if has(r, "export", "int8_coverage"):
         _coverage(page, ("export", "int8_coverage"), "What runs in INT8: student_int8")
     for name, engine in (r.get("engines") or {}).items():
         if "mac_coverage" in engine:
@@ -575,7 +297,7 @@ def _engines(page: Page) -> None:
     page.add("<h2>TensorRT engines built on the device</h2>")
     rows = [
         [
-            _text(name),
+            text_cell(name),
             page.td("text", "engines", name, "tensorrt"),
             page.td("s", "engines", name, "build_seconds"),
             page.td("int", "engines", name, "int8_coverage", "compute_layers"),
@@ -591,22 +313,25 @@ def _engines(page: Page) -> None:
 def _provenance(page: Page) -> None:
     r = page.report
     page.add("<h2>How this was measured</h2>")
-    rows = [[_label(f"latency {m}"), page.td("text", "latency_ms", m, "where")] for m in _models(r)]
-    rows += [
-        [_label("estimated latency (before training)"), page.td("ms", "estimate", "latency_ms")],
-        [_label("estimate method"), page.td("text", "estimate", "method")],
-        [_label("data"), page.td("text", "data", "source")],
-        [_label("classes"), page.td("int", "data", "classes")],
-        [_label("train samples"), page.td("int", "data", "train_samples")],
-        [_label("validation samples"), page.td("int", "data", "val_samples")],
-        [_label("teacher"), page.td("text", "teacher", "spec")],
+    rows = [
+        [row_label(f"latency {m}"), page.td("text", "latency_ms", m, "where")]
+        for m in shown_models(r)
     ]
     rows += [
-        [_label(k), page.td("text", "environment", k)]
+        [row_label("estimated latency (before training)"), page.td("ms", "estimate", "latency_ms")],
+        [row_label("estimate method"), page.td("text", "estimate", "method")],
+        [row_label("data"), page.td("text", "data", "source")],
+        [row_label("classes"), page.td("int", "data", "classes")],
+        [row_label("train samples"), page.td("int", "data", "train_samples")],
+        [row_label("validation samples"), page.td("int", "data", "val_samples")],
+        [row_label("teacher"), page.td("text", "teacher", "spec")],
+    ]
+    rows += [
+        [row_label(k), page.td("text", "environment", k)]
         for k, value in r["environment"].items()
         if isinstance(value, str | int | float)
     ]
-    rows.append([_label("edgekd"), page.td("text", "edgekd")])
+    rows.append([row_label("edgekd"), page.td("text", "edgekd")])
     page.table(None, rows)
 
 
@@ -616,14 +341,14 @@ def render_html(report: dict[str, Any]) -> str:
     _verdict(page)
     _summary(page)
     page.add("<h2>Accuracy and latency</h2>")
-    _accuracy_latency(page)
-    _latency_cdf(page)
+    plots.accuracy_latency(page)
+    plots.latency_cdf(page)
     page.add("<h2>Per class</h2>")
-    _per_class(page)
+    plots.per_class(page)
     page.add("<h2>Size</h2>")
-    _sizes(page)
+    plots.sizes(page)
     page.add("<h2>Training</h2>")
-    _training(page)
+    plots.training(page)
     _distillation_gain(page)
     _sizing(page)
     _quantization(page)
