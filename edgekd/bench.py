@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from edgekd.errors import BadInput
 from edgekd.runners.latency import environment
 from edgekd.runners.remote import RemoteRunner, SshSession, SshTarget
 from edgekd.targets import Target
-from edgekd.validate import make_runner
+from edgekd.validate import make_runner, placed
 
 
 def sample_input(model: Path, batch: int) -> np.ndarray:
@@ -56,8 +55,7 @@ def bench(model: str | Path, target: Target, remote: SshTarget | None = None) ->
                 label=f"latency {model.name}",
             )
         env = session.fingerprint() if session else environment()
-    if session is None and target.family != "host":
-        lat = replace(lat, where=f"{lat.where} (this host, not {target.name})")
+    lat = placed(lat, target, runner)
     summary = {
         "model": str(model),
         "target": target.name,

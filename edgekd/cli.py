@@ -18,6 +18,7 @@ from edgekd.config import CompressConfig, quantize_changes
 from edgekd.data import parse_floats
 from edgekd.errors import BadInput, EdgekdError, GateFailed, first_line
 from edgekd.quant.calibrators import CALIBRATORS
+from edgekd.report.gates import failure_line
 
 try:  # the base of click's usage errors: typer vendors click from 0.2x on
     from typer import TyperException as CommandLineError
@@ -134,7 +135,7 @@ def _finish(report: dict[str, Any], out: Path, as_json: bool) -> None:
         typer.echo((out / "report.md").read_text(), err=True)
         typer.echo(f"run folder: {out}", err=True)
     if not report["gates"]["passed"]:
-        _fail(GateFailed("; ".join(report["gates"]["failed"])), GateFailed.exit_code)
+        _fail(GateFailed(failure_line(report["gates"])), GateFailed.exit_code)
 
 
 def _config(**options: Any) -> CompressConfig:
@@ -711,19 +712,19 @@ def build_engine_(
 
 @app.command()
 def report(run: Run) -> None:
-    """Rewrite report.md and report.html from RUN/report.json; the exit code follows the saved
-    gates."""
-    from edgekd.report_files import regenerate
+    """Rewrite report.md and report.html from RUN/report.json (and that in the current schema
+    version); the exit code follows the saved gates."""
+    from edgekd.report.files import regenerate
 
     saved = _guard(regenerate, run)
     typer.echo(f"wrote {run / 'report.md'} and {run / 'report.html'}", err=True)
     if not saved["gates"]["passed"]:
-        _fail(GateFailed("; ".join(saved["gates"]["failed"])), GateFailed.exit_code)
+        _fail(GateFailed(failure_line(saved["gates"])), GateFailed.exit_code)
 
 
 def _compare(runs: list[Path], html: Path | None, md: Path | None) -> str:
     from edgekd.atomic import write_text
-    from edgekd.compare import load_runs, render_html, render_markdown, table
+    from edgekd.report.compare import load_runs, render_html, render_markdown, table
 
     rows = table(runs, load_runs(runs))
     markdown = render_markdown(rows)

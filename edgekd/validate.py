@@ -5,17 +5,18 @@ from __future__ import annotations
 import importlib.util
 import math
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekd.data import Split
+from edgekd.report.gates import Gates, accuracy_evidence, int8_evidence, latency_evidence
 from edgekd.runners.base import Runner
 from edgekd.runners.latency import LatencyStats, stats
 from edgekd.runners.ort_runner import OrtRunner
-from edgekd.runners.remote import SshSession, remote_runner
+from edgekd.runners.remote import RemoteRunner, SshSession, remote_runner
 from edgekd.runners.trt_runner import TrtRunner
 from edgekd.targets import Target
 
@@ -57,12 +58,30 @@ def make_runner(
     """The runner ``target`` asks for, on the device behind ``session`` or else here: the runtime
     follows the target (a native TensorRT engine for a TensorRT target, kept in ``keep_dir``;
     ONNX Runtime otherwise), the transport is separate. Here without TensorRT installed, a
-    TensorRT target's models run in ONNX Runtime, and their latency says "this host"."""
+    TensorRT target's models run in ONNX Runtime, and their latency says "this host"
+    (:func:`placed`)."""
     if session is not None:
         return remote_runner(path, target, session, keep_dir)
     if target.runtime == "tensorrt" and importlib.util.find_spec("tensorrt") is not None:
         return TrtRunner(path, target, keep_dir)
     return OrtRunner(path, target.execution_providers, threads=target.latency.threads)
+
+
+def measured_on_target(target: Target, runner: Runner) -> bool:
+    """Whether ``runner`` measures on ``target`` itself: this machine for a host target, the
+    device over SSH, or the target's own TensorRT engine built and run here (edgekd running on
+    the device)."""
+    return target.family == "host" or isinstance(runner, RemoteRunner | TrtRunner)
+
+
+def placed(latency: LatencyStats, target: Target, runner: Runner) -> LatencyStats:
+    """``latency`` marked with whether ``runner`` measured it on ``target``; figures from this
+    host standing in for another target also say so in ``where``."""
+    if measured_on_target(target, runner):
+        return replace(latency, on_target=True)
+    return replace(
+        latency, on_target=False, where=f"{latency.where} (this host, not {target.name})"
+    )
 
 
 def run_models(
@@ -92,11 +111,7 @@ def run_models(
             queries=method.min_queries,
             seconds=method.min_duration_s,
         )
-    if target.family != "host" and session is None:
-        latency = {
-            name: replace(s, where=f"{s.where} (this host, not {target.name})")
-            for name, s in latency.items()
-        }
+    latency = {name: placed(s, target, runners[name]) for name, s in latency.items()}
     return {
         name: ModelResult(logits[name], latency[name], getattr(r, "engine", None))
         for name, r in runners.items()
@@ -132,32 +147,6 @@ def time_interleaved(
     return {name: stats(times[name], where[name]) for name in runners}
 
 
-@dataclass
-class Gates:
-    """Pass/fail checks; ``failed`` and ``skipped`` say why in one line each."""
-
-    checked: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failed
-
-    def check(self, ok: bool, name: str, detail: str) -> None:
-        self.checked.append(name)
-        if not ok:
-            self.failed.append(f"{name}: {detail}")
-
-    def to_dict(self) -> dict:
-        return {
-            "passed": self.passed,
-            "checked": self.checked,
-            "failed": self.failed,
-            "skipped": self.skipped,
-        }
-
-
 def gate(
     target: Target,
     accuracy_: dict[str, float | None],
@@ -165,45 +154,41 @@ def gate(
     deployed: str,
     max_accuracy_drop: float,
     int8_must_pay: bool = True,
-    on_device: bool = False,
 ) -> Gates:
     """Accuracy drop of the deployed model vs the teacher; its p90 vs the target's budget; an INT8
-    model must be faster than its float twin on the same runtime (measured here on host targets,
-    or ``on_device``: on the target itself, over SSH)."""
+    model must be faster than its float twin on the same runtime. The latency gates are checked
+    only where the latencies were measured on the target itself (:func:`placed`)."""
     gates = Gates()
-    drop = (accuracy_["teacher"] - accuracy_[deployed]) * 100
+    on_target = bool(latency[deployed].on_target)
+    teacher, student = accuracy_["teacher"], accuracy_[deployed]
+    assert teacher is not None and student is not None
     gates.check(
-        drop <= max_accuracy_drop,
+        100 * (teacher - student) <= max_accuracy_drop,
         "accuracy_drop",
-        f"{deployed} is {drop:.2f} pt below the teacher (allowed {max_accuracy_drop:g} pt)",
+        accuracy_evidence(deployed, student, teacher, max_accuracy_drop),
+        on_target,
     )
     budget = target.budgets.p90_latency_ms
-    if target.family == "host" or on_device:
+    if on_target:
         p90 = latency[deployed].p90
-        gates.check(
-            p90 <= budget,
-            "latency_budget",
-            f"{deployed} p90 {p90:.3f} ms > budget {budget:g} ms ({latency[deployed].where})",
-        )
+        gates.check(p90 <= budget, "latency_budget", latency_evidence(deployed, p90, budget), True)
         if deployed == "student_int8" and not int8_must_pay:
-            gates.skipped.append("int8_pays: not required (--allow-slower-int8)")
+            gates.skip("int8_pays", "not required (--allow-slower-int8)", True)
         elif deployed == "student_int8":
             fp32 = latency["student_fp32"].p90
-            gates.check(
-                p90 < fp32,
-                "int8_pays",
-                f"student_int8 p90 {p90:.3f} ms is not faster than its float twin student_fp32 "
-                f"({fp32:.3f} ms) on {latency[deployed].where}: INT8 costs accuracy and buys nothing "
-                "(--keep-float auto keeps the layers whose INT8 kernels are slower in float)",
-            )
+            gates.check(p90 < fp32, "int8_pays", int8_evidence(p90, fp32), True)
     else:
-        gates.skipped.append(
-            f"latency_budget: {target.name} was not measured on the device itself; "
-            "the latencies here are from this host"
+        gates.skip(
+            "latency_budget",
+            f"{target.name} was not measured on the device itself; "
+            "the latencies here are from this host",
+            False,
         )
         if deployed == "student_int8":
-            gates.skipped.append(
-                f"int8_pays: INT8 vs float speed is a property of {target.name}'s runtime; "
-                "this host's says nothing about it"
+            gates.skip(
+                "int8_pays",
+                f"INT8 vs float speed is a property of {target.name}'s runtime; "
+                "this host's says nothing about it",
+                False,
             )
     return gates

@@ -16,13 +16,13 @@ from test_html_report import _shows, parse
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.compare import load_runs, table
 from edgekd.config import CompressConfig
 from edgekd.distill.control import state_sha256
 from edgekd.models.teacher import load_weights
 from edgekd.pipeline import Context, compress, open_run, run_in
-from edgekd.report import load_schema
-from edgekd.report_html import resolve
+from edgekd.report.compare import load_runs, table
+from edgekd.report.page import resolve
+from edgekd.report.schema import load_schema
 from edgekd.run import RunDir
 from edgekd.stats import accuracy_gain, paired_bootstrap
 
@@ -154,7 +154,8 @@ def test_report_json_carries_the_gain(baseline_run) -> None:
     assert [e.message for e in validator.iter_errors(report)] == []
     assert len(report["training"]["baseline"]) == 2
     assert report["distillation_gain"]["arms"]["baseline"]["loss"] == "ce"
-    assert "kd_gain" not in report["gates"]["checked"]  # no --min-kd-gain: reported, not gated
+    gated = [g["name"] for g in report["gates"]["records"]]
+    assert "kd_gain" not in gated  # no --min-kd-gain: reported, not gated
 
 
 def test_report_files_and_compare_show_the_gain(baseline_run, digits_run) -> None:
@@ -190,12 +191,17 @@ def test_min_kd_gain_gates_the_point_estimate(baseline_run, tmp_path: Path) -> N
     out, report = baseline_run
     gain = report["distillation_gain"]["gain_pt"]
     code, passed = _gated(out, tmp_path, gain - 0.01)
-    assert code == 0 and "kd_gain" in _report(passed)["gates"]["checked"]
-    assert 'data-json="/config/min_kd_gain"' in (passed / "report.html").read_text()
+    records = _report(passed)["gates"]["records"]
+    (i,) = [i for i, g in enumerate(records) if g["name"] == "kd_gain"]
+    assert code == 0 and records[i]["status"] == "passed"
+    assert records[i]["measured_on_target"] is None
+    shown = f'data-json="/gates/records/{i}/evidence">{records[i]["evidence"]}<'
+    assert shown in (passed / "report.html").read_text()
     code, failed = _gated(out, tmp_path, gain + 0.01)
     assert code == 3
-    (line,) = [f for f in _report(failed)["gates"]["failed"] if f.startswith("kd_gain")]
-    assert f"{gain:+.2f} pt" in line and "--min-kd-gain" in line
+    (record,) = [g for g in _report(failed)["gates"]["records"] if g["status"] == "failed"]
+    assert record["name"] == "kd_gain"
+    assert f"{gain:+.2f} pt" in record["evidence"] and "--min-kd-gain" in record["evidence"]
 
 
 def test_resume_reuses_the_trained_baseline(baseline_run, tmp_path: Path) -> None:

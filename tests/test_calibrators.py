@@ -23,7 +23,7 @@ from edgekd.quant.calibrators import CALIBRATORS, get_calibrator, quantization_m
 from edgekd.quant.fakequant import ActFakeQuant
 from edgekd.quant.prepare import act_quantizers, prepare_qat
 from edgekd.quant.scheme import SCHEMES
-from edgekd.report import load_schema
+from edgekd.report.schema import load_schema
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

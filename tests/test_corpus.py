@@ -222,4 +222,4 @@ def test_every_stage_for_every_scheme(
         assert export["student_int8"]["top1_agreement"] >= 0.9
     if scheme == "tensorrt":
         assert export["tensorrt_lint"] == []
-    assert not report["gates"]["failed"], report["gates"]["failed"]
+    assert report["gates"]["passed"], report["gates"]["records"]

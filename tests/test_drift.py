@@ -28,7 +28,7 @@ from edgekd.quant.drift import layer_drift, tensorrt_status
 from edgekd.quant.fakequant import ActFakeQuant
 from edgekd.quant.prepare import calibrate, freeze, prepare_qat
 from edgekd.quant.scheme import SCHEMES
-from edgekd.report import load_schema
+from edgekd.report.schema import load_schema
 from edgekd.run import RunDir
 from edgekd.runners.ort_runner import OrtRunner
 

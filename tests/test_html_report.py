@@ -17,8 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.report import load_schema
-from edgekd.report_html import render_html, resolve
+from edgekd.report.html import render_html
+from edgekd.report.page import resolve
+from edgekd.report.schema import load_schema
 
 RUNS = ["digits_run", "fp16_run"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -124,9 +125,10 @@ def test_verdict_comes_first(page) -> None:
     )
     assert first.text().split()[0] == verdict
     rows = [n for n in first.walk() if n.tag == "tr"][1:]
-    named = [r.children[0].text() for r in rows]
-    assert named[: len(report["gates"]["checked"])] == report["gates"]["checked"]
-    assert len(rows) == len(report["gates"]["checked"]) + len(report["gates"]["skipped"])
+    records = report["gates"]["records"]
+    assert [r.children[0].text() for r in rows] == [g["name"] for g in records]
+    shown = {"passed": "passed", "failed": "failed", "skipped": "not checked"}
+    assert [r.children[1].text() for r in rows] == [shown[g["status"]] for g in records]
 
 
 def test_every_figure_shown_equals_report_json(page) -> None:

@@ -22,7 +22,7 @@ from edgekd.quant.mixed import speed_plan
 from edgekd.quant.prepare import calibrate, freeze, prepare_qat, quantizable_layers
 from edgekd.quant.scheme import get_scheme
 from edgekd.quant.sensitivity import Probe
-from edgekd.report import load_schema
+from edgekd.report.schema import load_schema
 from edgekd.roofline import load_cost
 from edgekd.targets import load_target
 

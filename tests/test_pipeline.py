@@ -30,13 +30,20 @@ def test_report_has_the_contracted_fields(run) -> None:
     for name in ("teacher", "student_fp32", "student_int8"):
         assert 0.0 <= report["accuracy"][name] <= 1.0
         lat = report["latency_ms"][name]
-        assert set(lat) == {"p50", "p90", "p99", "mean", "n", "where"}
+        assert set(lat) == {"p50", "p90", "p99", "mean", "n", "where", "on_target"}
+        assert lat["on_target"] is True  # a host target: this machine is the target
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
         assert lat["n"] >= 64
         assert lat["where"].startswith("measured: onnxruntime") and "1 thread" in lat["where"]
     assert 0.0 <= report["agreement"]["student_int8"] <= 1.0
-    assert report["gates"]["passed"] is True and report["gates"]["failed"] == []
-    assert {"accuracy_drop", "latency_budget"} <= set(report["gates"]["checked"])
+    records = report["gates"]["records"]
+    assert report["gates"]["passed"] is True and {g["status"] for g in records} <= {
+        "passed",
+        "skipped",
+    }
+    passed = {g["name"]: g for g in records if g["status"] == "passed"}
+    assert {"accuracy_drop", "latency_budget"} <= set(passed)
+    assert passed["latency_budget"]["measured_on_target"] is True
     assert report["params"]["teacher"] >= 8 * report["params"]["student"]
 
 
@@ -112,9 +119,12 @@ def test_latency_budget_gate_exits_3(run, tmp_path: Path, fast_target: Path) -> 
     assert result.exit_code == 3, result.output
     summary = json.loads(result.stdout.splitlines()[0])
     assert summary["gates"]["passed"] is False
-    assert any(f.startswith("latency_budget") for f in summary["gates"]["failed"])
+    failed = [g for g in summary["gates"]["records"] if g["status"] == "failed"]
+    assert [g["name"] for g in failed] == ["latency_budget"]
+    assert "budget 1e-05 ms" in failed[0]["evidence"]
     report = json.loads((copy / "report.json").read_text())
-    assert report["gates"]["failed"] == summary["gates"]["failed"]
+    assert report["gates"] == summary["gates"]
+    assert f"latency_budget: {failed[0]['evidence']}" in result.stderr
 
 
 def _with_config(run: Path, tmp_path: Path, **changes) -> Path:
@@ -127,13 +137,19 @@ def _with_config(run: Path, tmp_path: Path, **changes) -> Path:
 
 def test_int8_gate_follows_the_measured_latencies(run, tmp_path: Path) -> None:
     out, _ = run
-    assert "int8_pays: not required (--allow-slower-int8)" in run[1]["gates"]["skipped"]
+    skipped = {g["name"]: g for g in run[1]["gates"]["records"] if g["status"] == "skipped"}
+    assert skipped["int8_pays"]["evidence"] == "not required (--allow-slower-int8)"
     report = run_stage("validate", _with_config(out, tmp_path, int8_must_pay=True))
-    gates, p90 = report["gates"], {k: v["p90"] for k, v in report["latency_ms"].items()}
-    assert "int8_pays" in gates["checked"]
+    records, p90 = (
+        report["gates"]["records"],
+        {k: v["p90"] for k, v in report["latency_ms"].items()},
+    )
+    (int8,) = [g for g in records if g["name"] == "int8_pays"]
     # an 8x8 digits student may well be slower in INT8: the gate must say so exactly then
     slower = p90["student_int8"] >= p90["student_fp32"]
-    assert [f.split(":")[0] for f in gates["failed"]] == (["int8_pays"] if slower else [])
+    assert int8["status"] == ("failed" if slower else "passed")
+    failed = [g["name"] for g in records if g["status"] == "failed"]
+    assert failed == (["int8_pays"] if slower else [])
 
 
 def test_int8_slower_than_float_exits_3(run, tmp_path: Path) -> None:
@@ -142,8 +158,9 @@ def test_int8_slower_than_float_exits_3(run, tmp_path: Path) -> None:
     shutil.copy(copy / "teacher.onnx", copy / "student_int8.onnx")
     result = CliRunner().invoke(app, ["validate", str(copy), "--json"])
     assert result.exit_code == 3, result.output
-    failed = json.loads(result.stdout.splitlines()[0])["gates"]["failed"]
-    assert [f for f in failed if f.startswith("int8_pays")], failed
+    records = json.loads(result.stdout.splitlines()[0])["gates"]["records"]
+    failed = [g["name"] for g in records if g["status"] == "failed"]
+    assert "int8_pays" in failed, records
     assert "not faster than its float twin" in result.output
 
 
@@ -175,11 +192,17 @@ def test_tensorrt_target_gets_symmetric_qdq_and_an_unchecked_latency_gate(
         inits[n.input[2]] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
     ]
     assert zero_points and all((z == 0).all() for z in zero_points)
-    assert report["gates"]["checked"] == ["accuracy_drop", "tensorrt_qdq_lint"]
+    gates = [(g["name"], g["status"], g["measured_on_target"]) for g in report["gates"]["records"]]
+    assert gates == [
+        ("accuracy_drop", "passed", False),
+        ("latency_budget", "skipped", False),
+        ("int8_pays", "skipped", False),
+        ("tensorrt_qdq_lint", "passed", None),
+    ]
     assert report["export"]["tensorrt_lint"] == []  # edgekd's own export passes its linter
-    assert report["gates"]["skipped"][0].startswith("latency_budget")
     assert all(
-        "this host, not jetson-orin-nano-8gb" in v["where"] for v in report["latency_ms"].values()
+        "this host, not jetson-orin-nano-8gb" in v["where"] and v["on_target"] is False
+        for v in report["latency_ms"].values()
     )
 
 

@@ -96,7 +96,9 @@ def test_remote_validate_matches_local(sshd: Sshd, digits_run: Path) -> None:
     for lat in report["latency_ms"].values():
         assert lat["where"].endswith(f"on {sshd.remote()} over SSH") and lat["n"] >= 64
     assert report["environment"]["where"] == f"remote {sshd.remote()} over SSH"
-    assert "latency_budget" in report["gates"]["checked"]
+    (budget,) = [g for g in report["gates"]["records"] if g["name"] == "latency_budget"]
+    assert budget["status"] != "skipped" and budget["measured_on_target"] is True
+    assert all(lat["on_target"] for lat in report["latency_ms"].values())
     md = (digits_run / "report.md").read_text()
     assert f"Measured on: remote {sshd.remote()} over SSH: " in md
     assert json.loads(result.stdout)["accuracy"] == local["accuracy"]

@@ -14,8 +14,9 @@ import pytest
 from engine_layers import HALF_GEMM, INT8_CONV
 
 from edgekd.errors import BadInput
-from edgekd.report import MODELS, SCHEMA_VERSION, load_schema, render_markdown
-from edgekd.report_files import regenerate
+from edgekd.report.files import regenerate
+from edgekd.report.markdown import render_markdown
+from edgekd.report.schema import MODELS, SCHEMA_VERSION, load_schema
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "runs" / "example" / "report.json"
@@ -70,6 +71,14 @@ def test_example_report_follows_the_schema(validator) -> None:
     assert _errors(validator, json.loads(EXAMPLE.read_text())) == []
 
 
+def test_documented_example_report_is_current(validator) -> None:
+    """docs/example-report/ holds the bundled example's reports in this schema version."""
+    docs = ROOT / "docs" / "example-report"
+    report = json.loads((docs / "report.json").read_text())
+    assert report["schema_version"] == SCHEMA_VERSION and _errors(validator, report) == []
+    assert (docs / "report.md").read_text() == render_markdown(report)
+
+
 def _missing(r: dict) -> None:
     del r["gates"]
 
@@ -99,7 +108,23 @@ def _int8_without_accuracy(r: dict) -> None:
 
 
 def _passed_with_failures(r: dict) -> None:
-    r["gates"]["failed"] = ["accuracy_drop: 9 pt"]
+    r["gates"]["records"][0]["status"] = "failed"
+
+
+def _prose_gates(r: dict) -> None:
+    r["gates"] = {"passed": True, "checked": ["accuracy_drop"], "failed": [], "skipped": []}
+
+
+def _gate_without_place(r: dict) -> None:
+    del r["gates"]["records"][0]["measured_on_target"]
+
+
+def _two_line_evidence(r: dict) -> None:
+    r["gates"]["records"][0]["evidence"] += "\nand more"
+
+
+def _latency_without_place(r: dict) -> None:
+    del r["latency_ms"]["teacher"]["on_target"]
 
 
 def _zero_params(r: dict) -> None:
@@ -107,7 +132,7 @@ def _zero_params(r: dict) -> None:
 
 
 def _other_version(r: dict) -> None:
-    r["schema_version"] = 2
+    r["schema_version"] = 1
 
 
 @pytest.mark.parametrize(
@@ -121,6 +146,10 @@ def _other_version(r: dict) -> None:
         _unsaid_where,
         _int8_without_accuracy,
         _passed_with_failures,
+        _prose_gates,
+        _gate_without_place,
+        _two_line_evidence,
+        _latency_without_place,
         _zero_params,
         _other_version,
     ],
@@ -153,7 +182,7 @@ def test_regenerate_needs_a_readable_report_json(digits_run: Path, tmp_path: Pat
         regenerate(tmp_path)
     assert "\n" not in str(e.value)
     copy_ = _copy_reports(digits_run, tmp_path / "run")
-    for text in ("{not json", "[]", '{"schema_version": 1}', '{"schema_version": 99}'):
+    for text in ("{not json", "[]", *(f'{{"schema_version": {v}}}' for v in (1, 2, 99))):
         (copy_ / "report.json").write_text(text)
         with pytest.raises(BadInput) as e:
             regenerate(copy_)
@@ -219,7 +248,7 @@ def test_engines_built_on_the_device_reach_every_report(digits_run: Path, valida
     from dataclasses import asdict
 
     from edgekd.export.tensorrt import for_target, int8_coverage
-    from edgekd.report_html import render_html
+    from edgekd.report.html import render_html
     from edgekd.targets import load_target
 
     layers = {"Layers": [INT8_CONV, HALF_GEMM]}  # engine_layers: an INT8 conv, an FP16 gemm

@@ -15,8 +15,9 @@ from edgekd.errors import BadInput
 from edgekd.pipeline.context import Context, count_params
 from edgekd.progress import log
 from edgekd.quant.coverage import tensorrt_coverage
-from edgekd.report import SCHEMA_VERSION
-from edgekd.report_files import write_reports
+from edgekd.report.files import write_reports
+from edgekd.report.gates import kd_gain_evidence, lint_evidence
+from edgekd.report.schema import SCHEMA_VERSION
 from edgekd.roofline import try_roofline
 from edgekd.runners.latency import PERCENTILES, LatencyStats, environment
 from edgekd.runners.remote import SshSession, SshTarget
@@ -29,11 +30,10 @@ def _estimates(
     models: dict[str, Path],
     latency: dict[str, LatencyStats],
     target: Target,
-    on_device: bool,
 ) -> dict[str, Any]:
     """The sizing estimate, each artifact's roofline counted from its ONNX graph (with the
     target's overheads: ``estimate_ms``; or why it is unavailable), and measured p90 over each
-    where the measurement was taken on the target (host targets, or --remote)."""
+    where the measurement was taken on the target itself."""
     roofs, unavailable = {}, {}
     for name, path in models.items():
         roofs[name], why = try_roofline(path, target)
@@ -49,7 +49,7 @@ def _estimates(
     }
     if unavailable:
         out["roofline_unavailable"] = unavailable
-    if target.family == "host" or on_device:
+    if all(s.on_target for s in latency.values()):
         out["measured_over_roofline"] = {
             name: latency[name].p90 / r["latency_ms"] for name, r in roofs.items() if r
         }
@@ -90,25 +90,15 @@ def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
     acc = {name: accuracy(r.logits, labels) for name, r in results.items()}
     latency = {name: r.latency for name, r in results.items()}
     deployed = "student_int8" if "student_int8" in models else "student_fp32"
-    gates = gate(
-        target, acc, latency, deployed, cfg.max_accuracy_drop, cfg.int8_must_pay, remote is not None
-    )
+    gates = gate(target, acc, latency, deployed, cfg.max_accuracy_drop, cfg.int8_must_pay)
     lint = (run.record("export") or {}).get("tensorrt_lint")
     if lint is not None:
-        gates.check(
-            not lint,
-            "tensorrt_qdq_lint",
-            f"{len(lint)} violation(s), first: {lint[0] if lint else ''}",
-        )
+        gates.check(not lint, "tensorrt_qdq_lint", lint_evidence(lint))
     control = _control_record(ctx)
     if control is not None and cfg.min_kd_gain is not None:
         gain = control["gain"]
         gates.check(
-            gain["gain_pt"] >= cfg.min_kd_gain,
-            "kd_gain",
-            f"distillation gains {gain['gain_pt']:+.2f} pt over the baseline trained on labels "
-            f"alone (95 % CI [{gain['ci_pt'][0]:+.2f}, {gain['ci_pt'][1]:+.2f}]), below "
-            f"--min-kd-gain {cfg.min_kd_gain:g} pt",
+            gain["gain_pt"] >= cfg.min_kd_gain, "kd_gain", kd_gain_evidence(gain, cfg.min_kd_gain)
         )
     sizing = run.record("sizing")
     report = {
@@ -152,7 +142,7 @@ def validate(ctx: Context, remote: SshTarget | None = None) -> dict[str, Any]:
         "latency_ratio": {
             "student_fp32_vs_teacher": latency["student_fp32"].p90 / latency["teacher"].p90,
         },
-        "estimate": _estimates(sizing, models, latency, target, remote is not None),
+        "estimate": _estimates(sizing, models, latency, target),
         "export": run.record("export"),
         "training": {
             "distill": (run.record("distill") or {}).get("history"),

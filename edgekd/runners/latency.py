@@ -28,6 +28,7 @@ class LatencyStats:
     mean: float
     n: int
     where: str
+    on_target: bool | None = None  # measured on the target device itself; None: not decided yet
     # latency at each of PERCENTILES (ms), or () when not recorded; not part of to_dict()
     quantiles: tuple[float, ...] = field(default=(), compare=False, repr=False)
     times: tuple[float, ...] = field(default=(), compare=False, repr=False)  # each query's, ms

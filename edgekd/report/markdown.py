@@ -1,22 +1,11 @@
-"""report.json for machines and report.md for pull requests (report.html: ``report_html``)."""
+"""report.md: a short Markdown summary for pull requests, rendered from report.json."""
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-from edgekd.errors import BadInput
-
-MODELS = ("teacher", "student_fp32", "student_int8")
-SCHEMA_VERSION = 1  # report.json's "schema_version"; edgekd/schemas/report.schema.json describes it
-
-
-def load_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of report.json."""
-    text = resources.files("edgekd.schemas").joinpath("report.schema.json").read_text()
-    return json.loads(text)
+from edgekd.report.gates import with_status
+from edgekd.report.schema import MODELS
 
 
 def _pct(x: float | None) -> str:
@@ -210,11 +199,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"## edgekd: {report['student']['label']} for `{target['name']}` — {verdict}",
         "",
     ]
-    lines += [f"- ❌ {f}" for f in gates["failed"]]
-    lines += [f"- ⚠️ not checked: {s}" for s in gates["skipped"]]
+    lines += [f"- ❌ {g['name']}: {g['evidence']}" for g in with_status(gates, "failed")]
+    lines += [
+        f"- ⚠️ not checked: {g['name']}: {g['evidence']}" for g in with_status(gates, "skipped")
+    ]
     lines += [f"- ⚠️ sizing: {w}" for w in report["student"]["sizing"].get("warnings", [])]
     if gates["passed"]:
-        lines.append(f"- ✅ gates passed: {', '.join(gates['checked'])}")
+        passed = ", ".join(g["name"] for g in with_status(gates, "passed"))
+        lines.append(f"- ✅ gates passed: {passed}")
     lines += [
         "",
         "| model | accuracy | agreement with teacher | params | file MB | p50 ms | p90 ms | p99 ms |",
@@ -264,21 +256,6 @@ def render_markdown(report: dict[str, Any]) -> str:
             "</details>",
         ]
     return "\n".join(lines) + "\n"
-
-
-def load_report(run_dir: str | Path) -> dict[str, Any]:
-    """A run folder's ``report.json``, checked to be one this edgekd reads; else BadInput."""
-    path = Path(run_dir) / "report.json"
-    if not path.is_file():
-        raise BadInput(f"{path} is missing; run edgekd compress or validate first")
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise BadInput(f"{path}: not a readable edgekd report ({type(e).__name__}: {e})") from None
-    version = report.get("schema_version") if isinstance(report, dict) else None
-    if version != SCHEMA_VERSION:
-        raise BadInput(f"{path}: schema_version {version!r}, this edgekd reads {SCHEMA_VERSION}")
-    return report
 
 
 def environment_line(env: dict[str, Any]) -> str:

@@ -7,8 +7,9 @@ from typing import Any
 
 from edgekd.atomic import write_json, write_text
 from edgekd.errors import BadInput
-from edgekd.report import load_report, render_markdown
-from edgekd.report_html import render_html
+from edgekd.report.html import render_html
+from edgekd.report.markdown import render_markdown
+from edgekd.report.read import load_report
 from edgekd.run import RunDir
 
 
@@ -20,7 +21,8 @@ def write_reports(run: RunDir, report: dict[str, Any]) -> None:
 
 
 def regenerate(run_dir: str | Path) -> dict[str, Any]:
-    """Rewrite ``report.md`` and ``report.html`` from a run folder's ``report.json``; return it."""
+    """Rewrite ``report.md`` and ``report.html`` from a run folder's ``report.json``, and that in
+    the current schema version (an older one is converted); return the report."""
     run = RunDir(run_dir)
     report = load_report(run.root)
     try:
@@ -30,6 +32,7 @@ def regenerate(run_dir: str | Path) -> dict[str, Any]:
         raise BadInput(
             f"{run.report_json}: not a readable edgekd report ({type(e).__name__}: {e})"
         ) from None
+    write_json(run.report_json, report)
     write_text(run.report_md, markdown)
     write_text(run.report_html, html)
     return report

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import BadInput
-from edgekd.report import MODELS, load_report
+from edgekd.report.gates import with_status
+from edgekd.report.read import load_report
+from edgekd.report.schema import MODELS
 
 Cell = Callable[[dict[str, Any]], str]
 
@@ -50,14 +52,13 @@ def _verdict(report: dict[str, Any]) -> str:
     gates = report["gates"]
     if gates["passed"]:
         return "PASSED"
-    return "FAILED: " + ", ".join(line.split(":", 1)[0] for line in gates["failed"])
+    return "FAILED: " + ", ".join(g["name"] for g in with_status(gates, "failed"))
 
 
 def _where(report: dict[str, Any]) -> str:
-    if report["target"]["family"] == "host":
-        return "on the target (this host)"
-    wheres = {lat["where"] for lat in report["latency_ms"].values()}
-    return "this host, not the target" if any("this host" in w for w in wheres) else "on the target"
+    if not all(lat["on_target"] for lat in report["latency_ms"].values()):
+        return "this host, not the target"
+    return "on the target (this host)" if report["target"]["family"] == "host" else "on the target"
 
 
 ROWS: list[tuple[str, Cell]] = [
