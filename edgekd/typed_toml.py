@@ -52,12 +52,8 @@ def convert(value: Any, tp: Any) -> Any:
                 except TypeError:
                     pass
         raise TypeError
-    if (
-        origin is list
-        and isinstance(value, list)
-        or origin is tuple
-        and isinstance(value, list | tuple)
-    ):
+    sequence = list if origin is list else list | tuple  # a TOML array is a list
+    if origin in (list, tuple) and isinstance(value, sequence):
         item = typing.get_args(tp)[0]
         return origin(convert(v, item) for v in value)
     if origin is dict and isinstance(value, dict):
