@@ -15,6 +15,7 @@ Prints a Markdown table (and with --json FILE, the rows as JSON).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -22,10 +23,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import onnx
@@ -36,6 +37,7 @@ from edgekd.config import CompressConfig
 from edgekd.config_file import config_toml
 from edgekd.distill.cache import _check as check_cache_entry
 
+ROOT = Path(__file__).resolve().parents[1]
 # (kill point, signal): inside each stage; SIGINT is Ctrl-C
 POINTS = {
     "plan: write config.json": ("write:config.json", "KILL"),
@@ -212,70 +214,22 @@ def kill_and_resume(
     )  # fmt: skip
 
 
-TEACHER = textwrap.dedent(
-    """
-    from torch import nn
-
-
-    class DigitsTeacher(nn.Module):
-        def __init__(self, num_classes: int = 10):
-            super().__init__()
-            self.body = nn.Sequential(
-                nn.Conv2d(1, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-                nn.MaxPool2d(2),
-                nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            )
-            self.head = nn.Linear(128, num_classes)
-
-        def forward(self, x):
-            return self.head(self.body(x))
-    """
-)
+def _digits() -> ModuleType:
+    """tests/digits.py: the digits data, teacher and fast target the tests use."""
+    spec = importlib.util.spec_from_file_location("digits", ROOT / "tests" / "digits.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def digits_options(root: Path) -> dict:
     """CompressConfig fields for digits: an NPZ, a CNN teacher trained for 4 epochs, and a
     host-cpu target with a short latency method."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = np.clip(d.images * 16, 0, 255).astype(np.uint8)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], d.target[order].astype(np.int64)
-    np.savez(root / "digits.npz", x_train=x[400:], y_train=y[400:], x_val=x[:400], y_val=y[:400])
-    (root / "digits_teacher.py").write_text(TEACHER)
-    scope: dict = {}
-    exec(compile(TEACHER, str(root / "digits_teacher.py"), "exec"), scope)
-    torch.manual_seed(0)
-    model = scope["DigitsTeacher"]()
-    xt = (torch.from_numpy(x[400:]).float()[:, None] / 255 - 0.3) / 0.4
-    yt = torch.from_numpy(y[400:])
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(4):
-        for i in range(0, len(xt), 64):
-            loss = torch.nn.functional.cross_entropy(model(xt[i : i + 64]), yt[i : i + 64])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    torch.save(model.state_dict(), root / "weights.pt")
-    host = (Path(__file__).parents[1] / "targets" / "host-cpu.toml").read_text()
-    host = host.split("[latency]")[0].replace('name = "host-cpu"', 'name = "fast-host"')
-    (root / "fast-host.toml").write_text(
-        host + "[latency]\nwarmup = 5\nmin_queries = 64\nmin_duration_s = 0.05\nthreads = 1\n"
-    )
-    return {
-        "teacher": f"{root / 'digits_teacher.py'}:DigitsTeacher",
-        "weights": str(root / "weights.pt"),
-        "data": str(root / "digits.npz"),
-        "target": str(root / "fast-host.toml"),
-        "mean": [0.3],
-        "std": [0.4],
-        "batch_size": 64,
-        "int8_must_pay": False,
-        "max_accuracy_drop": 100.0,
-    }
+    digits = _digits()
+    npz = digits.write_npz(root / "digits.npz")
+    teacher = digits.train_teacher(root, npz, epochs=4)
+    target = digits.write_fast_target(root / "fast-host.toml")
+    return {**digits.options(teacher, npz, target), "max_accuracy_drop": 100.0}
 
 
 def write_config(options: dict, path: Path) -> Path:

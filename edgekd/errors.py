@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 
@@ -41,6 +42,30 @@ def printable(text: object, limit: int = 200) -> str:
     text = str(text)
     text = text if text.isprintable() else json.dumps(text)
     return text if len(text) <= limit else f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 1) :]}"
+
+
+def shown(value: object, limit: int = 80, depth: int = 2) -> str:
+    """``value`` for a one-line message, as TOML writes it (strings quoted, ``true``, ``nan``),
+    arrays and tables ``depth`` levels deep, anything else by its repr; cut past ``limit``."""
+    text = _as_toml(value, depth)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _as_toml(value: object, depth: int) -> str:
+    if isinstance(value, list | tuple | dict) and depth == 0:
+        return "{...}" if isinstance(value, dict) else "[...]"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_as_toml(v, depth - 1) for v in value) + "]"
+    if isinstance(value, dict):
+        pairs = (f"{_as_toml(str(k), 0)} = {_as_toml(v, depth - 1)}" for k, v in value.items())
+        return "{" + ", ".join(pairs) + "}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):  # JSON's escapes are TOML's, but TOML escapes DEL too
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    return repr(value)
 
 
 # Remote devices (``--remote USER@HOST``): one exit code per way the device can be out of reach.

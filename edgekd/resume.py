@@ -3,35 +3,17 @@
 A run records its config (``config.json``) and content fingerprints of its input files
 (``logs/inputs.json``: teacher code and weights, data, target profile, student factory,
 calibration manifest). On ``--resume`` each difference is assigned to the first stage it
-affects (:data:`FIRST_STAGE`): it is applied when that stage has not started yet, and refused
+affects (``first_stage``: the stage table's, :data:`edgekd.pipeline.stages.FIRST_STAGE`): it is
+applied when that stage has not started yet, and refused
 otherwise, in one line naming every change, so that a run never mixes two sets of inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from edgekd.errors import BadInput
-
-# The config fields (and input fingerprints) a resumed run may change, and the first stage each
-# one affects; anything not listed shapes the plan (sizing) or training, and is always refused.
-# None: no effect on any output (where the teacher cache lives).
-FIRST_STAGE: dict[str, str | None] = {
-    "cache_dir": None,
-    "qat_epochs": "quantize",
-    "qat_lr": "quantize",
-    "calib_samples": "quantize",
-    "calib_manifest": "quantize",
-    "calib_manifest file": "quantize",
-    "calibrator": "quantize",
-    "keep_float": "quantize",
-    "sensitivity": "quantize",
-    "weight_bits": "quantize",
-    "max_accuracy_drop": "validate",
-    "int8_must_pay": "validate",
-    "min_kd_gain": "validate",
-}
 
 
 def changes(
@@ -53,13 +35,19 @@ def changes(
     return out
 
 
-def check(changed: dict[str, str], started: Callable[[str], bool], where: str) -> list[str]:
-    """Refuse (:class:`BadInput`) when any change touches a stage that has started; otherwise
+def check(
+    changed: dict[str, str],
+    started: Callable[[str], bool],
+    where: str,
+    first_stage: Mapping[str, str | None],
+) -> list[str]:
+    """Refuse (:class:`BadInput`) when any change is not in ``first_stage`` (what may change, and
+    the first stage it affects; None: no output) or touches a stage that has started; otherwise
     return the changes, to be applied (each line names the stage it applies from)."""
     refused = {
         name: text
         for name, text in changed.items()
-        if name not in FIRST_STAGE or (FIRST_STAGE[name] is not None and started(FIRST_STAGE[name]))
+        if name not in first_stage or (first_stage[name] is not None and started(first_stage[name]))
     }
     if refused:
         said = ", ".join(f"{name} ({text})" for name, text in refused.items())
@@ -67,7 +55,7 @@ def check(changed: dict[str, str], started: Callable[[str], bool], where: str) -
             f"--resume: {where} was made with other inputs: {said}; they would mix with what "
             "it already computed: use a new --out"
         )
-    return [f"{name} {text} ({_applies(FIRST_STAGE[name])})" for name, text in changed.items()]
+    return [f"{name} {text} ({_applies(first_stage[name])})" for name, text in changed.items()]
 
 
 def _applies(stage: str | None) -> str:

@@ -9,17 +9,17 @@ while loading raises :class:`~edgekd.errors.BadInput` with one line naming the f
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import tomllib
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, Field, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import BadInput, EdgekdError, printable
+from edgekd.errors import BadInput, EdgekdError, printable, shown
 from edgekd.toml_file import read_toml
+from edgekd.typed_toml import build
 
 DEFAULT_TARGET = "host-cpu"
 
@@ -193,8 +193,7 @@ def _unknown_target_message(name: str, known: list[str]) -> str:
     near = [k for k in known if key in k]  # names containing it; failing that, close spellings
     near = near or difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     hint = f"; did you mean: {', '.join(near)}?" if near else ""
-    shown = json.dumps(name if len(name) <= 80 else name[:77] + "...")
-    return f"unknown target {shown}{hint} (edgekd targets list shows all)"
+    return f"unknown target {shown(name)}{hint} (edgekd targets list shows all)"
 
 
 def _load_file(path: Path) -> Target:
@@ -207,7 +206,7 @@ def _load_file(path: Path) -> Target:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise BadInput(f"{where}: cannot read target profile: {reason}") from None
     data.setdefault("name", path.stem)
-    target = _build(Target, data, where, prefix="", preset={"path": path})
+    target = build(Target, data, where, preset={"path": path}, rule=_rule)
     for broken, key, must in _RULES:
         if broken(target):
             raise BadInput(f"{where}: {key} {must.format(t=target)}")
@@ -215,33 +214,9 @@ def _load_file(path: Path) -> Target:
     return target
 
 
-def _build(cls: type, table: Any, where: str, prefix: str, preset: dict[str, Any]) -> Any:
-    """Check ``table`` against dataclass ``cls`` field by field and construct it."""
-    if not isinstance(table, dict):
-        raise BadInput(f"{where}: {prefix.rstrip('.')} must be a table, got {_show(table)}")
-    specs = {f.name: f for f in fields(cls) if f.name not in preset}
-    for key in table:
-        if key not in specs:
-            close = difflib.get_close_matches(key, list(specs), n=1)
-            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
-            raise BadInput(f"{where}: unknown field {printable(prefix + key)}{hint}")
-    hints = typing.get_type_hints(cls)
-    values = dict(preset)
-    for name, spec in specs.items():
-        if name in table:
-            values[name] = _convert(table[name], hints[name], spec, where, prefix + name)
-        elif spec.default is MISSING:
-            raise BadInput(f"{where}: missing required field {prefix}{name}")
-    return cls(**values)
-
-
-def _convert(value: Any, hint: Any, spec: Any, where: str, key: str) -> Any:
-    """Check one value against its type hint and field metadata; return it converted."""
-    args = typing.get_args(hint)
-    if type(None) in args:  # "X | None": left out means None, given must be an X
-        hint = next(a for a in args if a is not type(None))
-    if is_dataclass(hint):
-        return _build(hint, value, where, prefix=key + ".", preset={})
+def _rule(value: Any, hint: Any, spec: Field) -> str | None:
+    """What a profile's value must be (one of its choices, a non-empty string, a positive number
+    or integer, at least its minimum), in words, when it is not; None when it is fine."""
     choices = spec.metadata.get("choices")
     minimum = spec.metadata.get("minimum")
     if choices:
@@ -260,12 +235,8 @@ def _convert(value: Any, hint: Any, spec: Any, where: str, key: str) -> Any:
         number = isinstance(value, int | float) and not isinstance(value, bool)
         ok, want = number and _finite(value) and value > 0, "a positive number"
     else:
-        raise TypeError(f"no check for {key}: {hint}")
-    if not ok:
-        raise BadInput(f"{where}: {key} must be {want}, got {_show(value)}")
-    if hint is float:
-        return float(value)
-    return tuple(value) if isinstance(value, list) else value
+        raise TypeError(f"no check for {spec.name}: {hint}")
+    return None if ok else want
 
 
 def _finite(value: int | float) -> bool:
@@ -286,8 +257,3 @@ def _check_providers(target: Target, where: str) -> None:
             raise BadInput(
                 f"{where}: execution_providers: unknown provider {printable(name)}{hint}"
             )
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."

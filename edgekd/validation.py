@@ -7,11 +7,8 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +18,12 @@ from edgekd.distill.augment import AUGMENTATIONS, mixing
 from edgekd.distill.features import parse_pairs
 from edgekd.distill.losses import LOSSES, parse_loss_spec
 from edgekd.distill.trainer import OPTIMIZERS
-from edgekd.errors import BadInput
+from edgekd.errors import BadInput, shown
 from edgekd.models.students import FAMILIES
 from edgekd.quant.calibrators import get_calibrator
 from edgekd.quant.sensitivity import parse_keep_float
 from edgekd.quant.weight_bits import WEIGHT_BITS
+from edgekd.typed_toml import convert, hints, type_name
 
 SEED_MAX = 2**63 - 1  # TOML's largest integer; numpy and torch take any seed up to it
 
@@ -128,84 +126,45 @@ def option(name: str) -> str:
     return OPTIONS.get(name, "--" + name.replace("_", "-"))
 
 
-def type_name(tp: Any) -> str:
-    """A field type in words (``list[float] | None``: "a list of numbers")."""
-    if tp is type(None):
-        return "nothing"
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(type_name(a) for a in typing.get_args(tp) if a is not type(None))
-    if origin is list:
-        return f"a list of {type_name(typing.get_args(tp)[0])}s"
-    if origin is dict:
-        return f"a table of {type_name(typing.get_args(tp)[1])}s"
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}[tp]
-
-
-def _has_type(value: Any, tp: Any) -> bool:
-    """Whether ``value`` is of type ``tp``; an int counts as a float, a bool as neither."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_has_type(value, a) for a in typing.get_args(tp))
-    if origin is list:
-        return isinstance(value, list) and all(_has_type(v, typing.get_args(tp)[0]) for v in value)
-    if origin is dict:
-        key, item = typing.get_args(tp)
-        return isinstance(value, dict) and all(
-            _has_type(k, key) and _has_type(v, item) for k, v in value.items()
-        )
-    if tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return type(value) is tp
-
-
-@cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    text = f"{value:g}" if isinstance(value, float) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _check_field(name: str, value: Any, tp: Any) -> None:
     opt = option(name)
-    if not _has_type(value, tp):
-        raise BadInput(f"{opt} {_shown(value)}: expected {type_name(tp)}")
+    try:
+        convert(value, tp)
+    except TypeError:
+        raise BadInput(f"{opt} {shown(value)}: expected {type_name(tp)}") from None
     if value is None:
         return
     texts = [value] if isinstance(value, str) else value if name in ("ensemble", "pairs") else []
     for text in texts:
         if not text.strip() or "\x00" in text:
-            raise BadInput(f"{opt} {text!r}: expected a non-empty string without NUL characters")
+            raise BadInput(
+                f"{opt} {shown(text)}: expected a non-empty string without NUL characters"
+            )
     if name in RANGES and not RANGES[name].holds(value):
         rule = RANGE_WORDS.get(name) or RANGES[name].describe()
-        raise BadInput(f"{opt} must be {rule} (got {_shown(value)})")
+        raise BadInput(f"{opt} must be {rule} (got {shown(value)})")
     if name in ITEM_RANGES:
         items = list(value.values()) if isinstance(value, dict) else value
         rule, words = ITEM_RANGES[name]
         if not all(rule.holds(v) for v in items):
-            raise BadInput(f"{opt} values must be {words} (got {_shown(value)})")
+            raise BadInput(f"{opt} values must be {words} (got {shown(value)})")
         if not items and name != "loss_weights":
             raise BadInput(f"{opt}: give at least one value")
     if name == "input_size" and value is not None and len(value) != 2:
-        raise BadInput(f"{opt} {_shown(value)}: expected H,W")
+        raise BadInput(f"{opt} {shown(value)}: expected H,W")
     if name in CHOICES:
         try:
             CHOICES[name](value)
         except ValueError as e:
-            raise BadInput(f"{opt} {_shown(value)}: {e}") from None
+            raise BadInput(f"{opt} {shown(value)}: {e}") from None
 
 
 def check_config(cfg: Any) -> None:
     """Raise a one-line BadInput for the first field of ``cfg`` (a CompressConfig) that is the
     wrong type, not finite or out of range."""
-    hints = _hints(type(cfg))
+    types = hints(type(cfg))
     for f in fields(cfg):
-        _check_field(f.name, getattr(cfg, f.name), hints[f.name])
+        _check_field(f.name, getattr(cfg, f.name), types[f.name])
 
 
 def check_combination(cfg: Any) -> None:

@@ -1,44 +1,18 @@
-"""Shared fixtures: scikit-learn's digits as an NPZ and a small trained teacher for them."""
+"""Shared fixtures: scikit-learn's digits as an NPZ and a small trained teacher for them (tests/digits.py)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-import textwrap
 from pathlib import Path
 
-import numpy as np
+import digits
 import pytest
 import torch
-import torch.nn.functional as F
 
 os.environ.setdefault("EDGEKD_QUIET", "1")
 # the teacher cache of test runs lives and dies with the session, never in the user's ~/.cache
 os.environ["EDGEKD_CACHE"] = tempfile.mkdtemp(prefix="edgekd-test-cache-")
-
-TEACHER_SOURCE = textwrap.dedent(
-    '''
-    """A digits teacher, as a user would write one."""
-    from torch import nn
-
-
-    class DigitsTeacher(nn.Module):
-        def __init__(self, num_classes: int = 10):
-            super().__init__()
-            self.body = nn.Sequential(
-                nn.Conv2d(1, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-                nn.MaxPool2d(2),
-                nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            )
-            self.head = nn.Linear(128, num_classes)
-
-        def forward(self, x):
-            return self.head(self.body(x))
-    '''
-)
-DIGITS_MEAN, DIGITS_STD = 0.3, 0.4
 
 
 class Opaque:
@@ -62,82 +36,28 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = np.clip(d.images * 16, 0, 255).astype(np.uint8)  # 0..16 -> 0..255
-    return x, d.target.astype(np.int64)
-
-
 @pytest.fixture(scope="session")
 def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Digits as NPZ: 1,397 train / 400 val, uint8 8x8."""
-    x, y = digits_arrays()
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(x))
-    x, y = x[order], y[order]
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    np.savez(path, x_train=x[400:], y_train=y[400:], x_val=x[:400], y_val=y[:400])
-    return path
+    return digits.write_npz(tmp_path_factory.mktemp("data") / "digits.npz")
 
 
 @pytest.fixture(scope="session")
 def digits_teacher(tmp_path_factory: pytest.TempPathFactory, digits_npz: Path) -> tuple[Path, Path]:
     """(teacher.py, weights.pt): a ~240k-parameter CNN trained on digits (about 97 % val)."""
-    root = tmp_path_factory.mktemp("teacher")
-    source = root / "digits_teacher.py"
-    source.write_text(TEACHER_SOURCE)
-    scope: dict = {}
-    exec(compile(TEACHER_SOURCE, str(source), "exec"), scope)
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small model: one thread is faster, and others may be busy
-    model = scope["DigitsTeacher"]()
-    with np.load(digits_npz) as z:
-        x = (torch.from_numpy(z["x_train"]).float()[:, None] / 255 - DIGITS_MEAN) / DIGITS_STD
-        y = torch.from_numpy(z["y_train"])
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(6):
-        for i in range(0, len(x), 64):
-            loss = F.cross_entropy(model(x[i : i + 64]), y[i : i + 64])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    torch.set_num_threads(threads)
-    weights = root / "weights.pt"
-    torch.save(model.state_dict(), weights)
-    return source, weights
+    return digits.train_teacher(tmp_path_factory.mktemp("teacher"), digits_npz, epochs=6)
 
 
 @pytest.fixture(scope="session")
 def fast_target(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """host-cpu with a short latency method, so tests measure in a fraction of a second."""
-    text = (Path(__file__).parents[1] / "targets" / "host-cpu.toml").read_text()
-    text = text.split("[latency]")[0] + (
-        "[latency]\nwarmup = 5\nmin_queries = 64\nmin_duration_s = 0.05\nthreads = 1\n"
-    )
-    path = tmp_path_factory.mktemp("targets") / "fast-host.toml"
-    path.write_text(text.replace('name = "host-cpu"', 'name = "fast-host"'))
-    return path
+    return digits.write_fast_target(tmp_path_factory.mktemp("targets") / "fast-host.toml")
 
 
 @pytest.fixture(scope="session")
 def digits_options(digits_npz: Path, digits_teacher: tuple[Path, Path], fast_target: Path) -> dict:
     """CompressConfig fields for a small, fast run on digits."""
-    source, weights = digits_teacher
-    return {
-        "teacher": f"{source}:DigitsTeacher",
-        "weights": str(weights),
-        "data": str(digits_npz),
-        "target": str(fast_target),
-        "mean": [DIGITS_MEAN],
-        "std": [DIGITS_STD],
-        "batch_size": 64,
-        # 8x8 digits students are too small for INT8 to beat float on ONNX Runtime CPU (the
-        # Q/DQ overhead dominates); test_pipeline checks the gate itself
-        "int8_must_pay": False,
-    }
+    return digits.options(digits_teacher, digits_npz, fast_target)
 
 
 @pytest.fixture(scope="session")

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomli_w
 import torch
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from edgekd.config import CompressConfig
-from edgekd.config_file import _toml_string, _toml_value, config_toml, load_config_file
+from edgekd.config_file import config_toml, load_config_file
 from edgekd.data import Dataset, Split, load_dataset, load_unlabeled
 from edgekd.errors import BadInput
 from edgekd.targets import Budgets, Hardware, LatencyMethod, Overhead, Target, load_target
@@ -91,8 +92,8 @@ def toml_values(keys: list[str]) -> st.SearchStrategy[Any]:
 
 
 def toml_document(doc: dict[str, Any]) -> str:
-    """``doc`` as TOML: one ``key = value`` line per top-level key, tables inline."""
-    return "".join(f"{_toml_string(k)} = {_toml_value(v, k)}\n" for k, v in doc.items())
+    """``doc`` as TOML."""
+    return tomli_w.dumps(doc)
 
 
 def _key_paths(doc: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

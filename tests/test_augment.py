@@ -273,7 +273,7 @@ def test_what_mixing_cannot_do_is_refused_on_resolving(values, says) -> None:
 def test_bad_mixing_values_are_refused_when_the_config_is_built() -> None:
     with pytest.raises(BadInput, match="--mix-alpha must be a finite number above 0"):
         CompressConfig(augment="mixup", mix_alpha=0.0)
-    with pytest.raises(BadInput, match="--augment 'mixup\\+flip': valid: none, crop, crop\\+flip"):
+    with pytest.raises(BadInput, match='--augment "mixup\\+flip": valid: none, crop, crop\\+flip'):
         CompressConfig(augment="mixup+flip")
 
 

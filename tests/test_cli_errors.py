@@ -198,7 +198,7 @@ def test_misspelt_target_suggests_close_name(digits, tmp_path) -> None:
     [
         (('precision = "int8"', 'precision = "int4"'), "precision must be one of"),
         (("max_params = 2_000_000", "max_params = -3"), "budgets.max_params must be"),
-        (("[budgets]", "[budgets]\nmax_flops = 1"), "unknown field budgets.max_flops"),
+        (("[budgets]", "[budgets]\nmax_flops = 1"), "unknown key(s) budgets.max_flops"),
         (("[latency]", "[latency\n"), "invalid TOML"),
     ],
 )
@@ -381,7 +381,7 @@ def test_cuda_device_without_cuda(digits, tmp_path) -> None:
 
 
 def test_unknown_device(digits, tmp_path) -> None:
-    compress_fails(digits, tmp_path, "--device 'tpu9'", device="tpu9")
+    compress_fails(digits, tmp_path, '--device "tpu9"', device="tpu9")
 
 
 def test_keep_float_without_sensitivity_is_refused(digits, tmp_path) -> None:

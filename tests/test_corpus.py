@@ -129,7 +129,7 @@ def test_teacher_loads_in_every_format(name: str, fmt: str, tmp_path: Path, one_
 @pytest.fixture(scope="module")
 def rgb_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-learn's digits as 32x32 RGB (each image tinted a random colour): 128 train, 64 val."""
-    from conftest import digits_arrays
+    from digits import digits_arrays
 
     x, y = digits_arrays()
     rng = np.random.default_rng(0)

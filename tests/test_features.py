@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TEACHER_SOURCE
+from digits import TEACHER_SOURCE
 from torch import nn
 
 from edgekd.distill.features import (

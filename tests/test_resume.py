@@ -16,10 +16,15 @@ from typer.testing import CliRunner
 from edgekd.cli import app
 from edgekd.config import CompressConfig
 from edgekd.errors import BadInput
-from edgekd.pipeline import compress, open_run, run_in
-from edgekd.resume import FIRST_STAGE, changes, check
+from edgekd.pipeline import FIRST_STAGE, compress, open_run, run_in
+from edgekd.resume import changes
+from edgekd.resume import check as check_changes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def check(changed: dict[str, str], started, where: str) -> list[str]:
+    return check_changes(changed, started, where, FIRST_STAGE)
 
 
 def test_changes_name_config_fields_and_changed_files() -> None:

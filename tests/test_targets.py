@@ -134,13 +134,13 @@ def test_host_may_leave_int8_throughput_unknown(tmp_path: Path) -> None:
     ("old", "new", "expected"),
     [
         ("p90_latency_ms = 2.0\n", "", "missing required field budgets.p90_latency_ms"),
-        ("[latency]", "[latency_method]", "unknown field latency_method; did you mean latency?"),
+        ("[latency]", "[latency_method]", "unknown key(s) latency_method; did you mean latency?"),
         (
             "p90_latency_ms = 2.0",
             "p90_latency = 2.0",
-            "unknown field budgets.p90_latency; did you mean budgets.p90_latency_ms?",
+            "unknown key(s) budgets.p90_latency; did you mean budgets.p90_latency_ms?",
         ),
-        ('source = "a datasheet"', 'source = "x"\npath = "y"', "unknown field hardware.path"),
+        ('source = "a datasheet"', 'source = "x"\npath = "y"', "unknown key(s) hardware.path"),
         (
             "p90_latency_ms = 2.0",
             'p90_latency_ms = "fast"',
@@ -153,7 +153,7 @@ def test_host_may_leave_int8_throughput_unknown(tmp_path: Path) -> None:
         ("max_params = 5_000_000", "max_params = 2.5", "budgets.max_params must be a positive int"),
         ('gpu = "some GPU"', "gpu = 3", "hardware.gpu must be a non-empty string, got 3"),
         ('description = "a user\'s board"', 'description = ""', "description must be a non-empty"),
-        ("[hardware]", "hardware = 3\n[hardware_]", "unknown field hardware_"),
+        ("[hardware]", "hardware = 3\n[hardware_]", "unknown key(s) hardware_"),
         ("min_queries = 64", "min_queries = 10", "latency.min_queries must be an integer >= 64"),
         ("warmup = 10", "warmup = -1", "latency.warmup must be an integer >= 0, got -1"),
         ("threads = 0", "threads = 0\nbatch = 0", "latency.batch must be a positive integer"),

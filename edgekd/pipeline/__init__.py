@@ -4,28 +4,34 @@
 - :mod:`~edgekd.pipeline.planning`: ``plan``, every input checked before anything is written.
 - :mod:`~edgekd.pipeline.training`, :mod:`~edgekd.pipeline.exporting`,
   :mod:`~edgekd.pipeline.validating`: the stages.
-- :mod:`~edgekd.pipeline.stages`: the stage table, ``compress``, one stage on a run folder.
+- :mod:`~edgekd.pipeline.stages`: the stage table: each stage's files, whether it is done.
+- :mod:`~edgekd.pipeline.running`: ``compress``, one stage on a run folder.
 """
 
-from edgekd.pipeline.context import Context, count_macs, count_params, stage_done, stage_started
+from edgekd.pipeline.context import Context, count_macs, count_params
 from edgekd.pipeline.exporting import PARITY_SAMPLES, export
 from edgekd.pipeline.planning import input_fingerprints, plan
+from edgekd.pipeline.running import compress, open_run, run_in, run_stage
 from edgekd.pipeline.stages import (
+    FIRST_STAGE,
+    PLANNED,
     STAGES,
     TRAINING,
-    compress,
-    open_run,
-    run_in,
-    run_stage,
+    Stage,
+    stage_done,
+    stage_started,
 )
 from edgekd.pipeline.training import distill, quantize
 from edgekd.pipeline.validating import validate
 
 __all__ = [
+    "FIRST_STAGE",
     "PARITY_SAMPLES",
+    "PLANNED",
     "STAGES",
     "TRAINING",
     "Context",
+    "Stage",
     "compress",
     "count_macs",
     "count_params",

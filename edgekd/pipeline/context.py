@@ -1,4 +1,4 @@
-"""The context of one run: its config, folder, data, teachers and student factory, loaded once and shared by the stages; what the run folder says of each stage."""
+"""The context of one run: its config, folder, data, teachers and student factory, loaded once and shared by the stages."""
 
 from __future__ import annotations
 
@@ -310,28 +310,3 @@ class Context:
         return calibration_inputs(
             self.data.train, c.calib_samples, c.seed, c.calib_manifest, c.data
         )
-
-
-def stage_done(ctx: Context, stage: str) -> bool:
-    """Whether ``stage`` finished: its record, written after its outputs, is there."""
-    run = ctx.run
-    done = {
-        "distill": run.record("distill") is not None and run.student_pt.exists(),
-        "quantize": ctx.scheme is None
-        or (run.record("quantize") is not None and run.student_qat_pt.exists()),
-        "export": run.record("export") is not None,
-        "validate": False,  # always re-measured: latency is a property of the moment
-    }
-    return done[stage]
-
-
-def stage_started(ctx: Context, stage: str) -> bool:
-    """Whether ``stage`` has written anything into the run folder: a checkpoint or an output."""
-    run = ctx.run
-    outputs = {
-        "distill": [run.student_pt],
-        "quantize": [run.student_qat_pt, run.logs / "quantize.json"],
-        "export": [run.teacher_onnx, run.logs / "export.json"],
-        "validate": [],  # re-measured on every resume: what it depends on may always change
-    }[stage]
-    return run.checkpoint(stage).exists() or any(p.exists() for p in outputs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from typing import Any
 
 import torch
@@ -12,7 +13,8 @@ from edgekd.atomic import sha256
 from edgekd.distill.cache import teacher_fingerprint
 from edgekd.models.sizing import check_student, deploy_precision, size_student
 from edgekd.models.students import StudentSpec
-from edgekd.pipeline.context import Context, count_macs, count_params, stage_started, teacher_specs
+from edgekd.pipeline.context import Context, count_macs, count_params, teacher_specs
+from edgekd.pipeline.stages import FIRST_STAGE, stage_started
 from edgekd.preflight import preflight
 from edgekd.progress import log
 from edgekd.quant.prepare import (
@@ -46,7 +48,7 @@ def _resume_changes(ctx: Context, inputs: dict[str, str | None]) -> list[str]:
     it, else one line per change."""
     run = ctx.run
     changed = resume.changes(run.config().to_dict(), ctx.cfg.to_dict(), run.inputs() or {}, inputs)
-    return resume.check(changed, lambda stage: stage_started(ctx, stage), str(run.root))
+    return resume.check(changed, partial(stage_started, ctx), str(run.root), FIRST_STAGE)
 
 
 def plan(ctx: Context, resume: bool = False) -> dict[str, Any]:

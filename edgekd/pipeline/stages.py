@@ -1,122 +1,120 @@
-"""The stage table and what runs it: ``compress`` (every stage, resumable), one stage on a run folder, ``--nproc`` processes."""
+"""The stage table: each stage of ``compress`` once, with what runs it and the run-folder files it
+reads and writes; what the run folder says of each stage (done, started) follows from it."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
-
-from edgekd.atomic import write_json
-from edgekd.config import CompressConfig
-from edgekd.distill.distributed import backend, init_from_env, spawn
-from edgekd.distill.trainer import (
-    is_main,
-)
-from edgekd.pipeline.context import Context, stage_done
+from edgekd.pipeline.context import Context
 from edgekd.pipeline.exporting import export
-from edgekd.pipeline.planning import plan
 from edgekd.pipeline.training import distill, quantize
 from edgekd.pipeline.validating import validate
-from edgekd.progress import log
-from edgekd.run import RunDir
-from edgekd.validation import check_out
 
-STAGES = {"distill": distill, "quantize": quantize, "export": export, "validate": validate}
+When = Callable[[Context], bool]
+
+
+def _int8(ctx: Context) -> bool:
+    return ctx.scheme is not None
+
+
+def _baseline(ctx: Context) -> bool:
+    return ctx.cfg.baseline
+
+
+def _mobile_int8(ctx: Context) -> bool:
+    return _int8(ctx) and ctx.target.family == "mobile"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: ``run(ctx, **options)`` and its files, relative to the run folder.
+
+    ``outputs`` are written by every run of the stage, its record (``logs/NAME.json``) last;
+    ``optional`` ones only where their condition holds. A stage whose ``runs`` is false writes
+    nothing and counts as done. ``settings`` are the config fields (and input files) it is the
+    first to use: a resumed run may change them until the stage has started. A ``remeasured``
+    stage runs again on every resume: it is never done, nor started.
+    """
+
+    name: str
+    run: Callable[..., dict[str, Any] | None]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    optional: dict[str, When] = field(default_factory=dict)
+    runs: When | None = None
+    settings: tuple[str, ...] = ()
+    remeasured: bool = False
+
+    def writes(self, ctx: Context) -> list[Path]:
+        """The files this stage writes in ``ctx``'s run folder."""
+        if self.runs is not None and not self.runs(ctx):
+            return []
+        names = [*self.outputs, *(name for name, when in self.optional.items() if when(ctx))]
+        return [ctx.run.root / name for name in names]
+
+
+PLANNED = ("logs/inputs.json", "config.toml", "config.json", "logs/sizing.json")  # by plan
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage(
+            "distill", distill,
+            inputs=("config.json", "logs/sizing.json"),
+            outputs=("student.pt", "logs/objective.pt", "logs/distill.json"),
+            optional={"student_baseline.pt": _baseline, "logs/baseline.json": _baseline},
+        ),
+        Stage(
+            "quantize", quantize,
+            inputs=("config.json", "logs/sizing.json", "student.pt", "logs/objective.pt",
+                    "logs/distill.json"),
+            outputs=("student_qat.pt", "logs/quantize.json"),
+            runs=_int8,
+            settings=("qat_epochs", "qat_lr", "calib_samples", "calib_manifest",
+                      "calib_manifest file", "calibrator", "keep_float", "sensitivity",
+                      "weight_bits"),
+        ),
+        Stage(
+            "export", export,
+            inputs=("config.json", "logs/sizing.json", "student.pt", "student_qat.pt",
+                    "logs/quantize.json"),
+            outputs=("teacher.onnx", "student_fp32.onnx", "logs/export.json"),
+            optional={"student_int8.onnx": _int8, "student_int8.ort": _mobile_int8},
+        ),
+        Stage(
+            "validate", validate,
+            inputs=("config.json", "logs/sizing.json", "logs/distill.json", "logs/quantize.json",
+                    "logs/baseline.json", "teacher.onnx", "student_fp32.onnx",
+                    "student_int8.onnx", "logs/export.json", "logs/drift.json"),
+            outputs=("report.json", "report.md", "report.html"),  # and engines/ where built
+            settings=("max_accuracy_drop", "int8_must_pay", "min_kd_gain"),
+            remeasured=True,  # latency is a property of the moment
+        ),
+    )
+}  # fmt: skip
 TRAINING = ("distill", "quantize")
+# What a resumed run may change (edgekd.resume): each stage's settings, with the first stage that
+# uses it; None: no output depends on it (where the teacher cache lives). Anything else shapes
+# the plan (sizing) or training, and is refused.
+FIRST_STAGE: dict[str, str | None] = {
+    "cache_dir": None,
+    **{name: stage.name for stage in STAGES.values() for name in stage.settings},
+}
 
 
-def _stage_worker(stage: str, root: str) -> None:
-    """One training process of ``--nproc N`` (module level: spawned processes import it)."""
-    run = RunDir(root)
-    STAGES[stage](Context(run.config(), run))
+def stage_done(ctx: Context, name: str) -> bool:
+    """Whether stage ``name`` finished: every file it writes in this run is there."""
+    stage = STAGES[name]
+    return not stage.remeasured and all(p.exists() for p in stage.writes(ctx))
 
 
-def run_in(ctx: Context, stage: str, **options: Any) -> dict[str, Any] | None:
-    """Run ``stage`` (with ``options``, e.g. validate's ``remote``); training stages in ``--nproc``
-    processes when asked (and not under torchrun)."""
-    if stage in TRAINING and ctx.cfg.nproc > 1 and not dist.is_initialized():
-        if stage == "distill" or ctx.scheme is not None:
-            # fill the teacher cache once, here, rather than in every process at the same time
-            ctx.distill_setup(ctx.new_student(), saved=ctx.run.record("distill")).teacher(ctx)
-            log(f"{stage}: {ctx.cfg.nproc} processes ({backend()})")
-            spawn(ctx.cfg.nproc, _stage_worker, stage, str(ctx.run.root))
-        return None
-    return STAGES[stage](ctx, **options)
-
-
-def compress(cfg: CompressConfig, out: str | Path, resume: bool = False) -> dict[str, Any] | None:
-    """Run every stage into ``out``; with ``resume``, skip the stages already done there.
-
-    Under torchrun every process trains; rank 0 alone plans, exports and validates (the other
-    ranks return None).
-    """
-    distributed = init_from_env()
-    if is_main():
-        check_out(out, resume)  # a bad --out fails in one line before any input is loaded
-    ctx = Context(cfg.resolved(), RunDir(out))
-    t0 = time.perf_counter()
-    if is_main():
-        plan(ctx, resume)
-    if distributed:
-        dist.barrier()  # the run folder and the sizing record exist from here on
-    result = None
-    for name in STAGES:
-        if not is_main() and name not in TRAINING:
-            break
-        if resume and stage_done(ctx, name):
-            log(f"{name}: already done in {ctx.run.root}, skipped (--resume)")
-            ctx.run.checkpoint(name).unlink(missing_ok=True)  # if killed as the stage ended
-            continue
-        log(f"== {name}")
-        result = run_in(ctx, name)
-        if distributed:
-            dist.barrier()
-    if not is_main():
-        return None
-    result["wall_seconds"] = time.perf_counter() - t0
-    write_json(ctx.run.report_json, result)
-    ctx.run.write_manifest()
-    return result
-
-
-def run_stage(
-    stage: str, out: str | Path, changes: dict[str, Any] | None = None, **options: Any
-) -> dict[str, Any] | None:
-    """Run one stage on an existing run folder, with the config saved there.
-
-    ``changes`` (config fields, e.g. ``{"qat_epochs": 0, "calibrator": "entropy"}``: PTQ with the
-    entropy calibrator) are checked, then saved into the run's config before the stage runs, so
-    that later stages, the manifest and the report see what was done. ``options`` go to the
-    stage (validate's ``remote``).
-    """
-    run = RunDir(out)
-    ctx = Context(run.config(), run)
-    if changes:
-        ctx = _changed(ctx, stage, changes)
-    result = run_in(ctx, stage, **options)
-    run.write_manifest()
-    return result
-
-
-def _changed(ctx: Context, stage: str, changes: dict[str, Any]) -> Context:
-    """``ctx`` with ``changes`` to its config, saved once the stage's inputs are checked."""
-    run = ctx.run
-    cfg = CompressConfig.from_dict({**ctx.cfg.to_dict(), **changes}, "changes").resolved()
-    new = Context(cfg, run)
-    if stage == "quantize" and new.scheme is not None:
-        run.need(run.student_pt)
-        new.calibration_inputs()
-    run.save_config(cfg)
-    said = ", ".join(f"{k}={v!r}" for k, v in changes.items())
-    log(f"{stage}: run config changed ({said}); later stages follow it")
-    return new
-
-
-def open_run(cfg: CompressConfig, out: str | Path, resume: bool = False) -> Context:
-    """Check the inputs and create the run folder (the ``distill`` command's first step)."""
-    check_out(out, resume)
-    ctx = Context(cfg.resolved(), RunDir(out))
-    plan(ctx, resume)
-    return ctx
+def stage_started(ctx: Context, name: str) -> bool:
+    """Whether stage ``name`` has written anything into the run folder: a checkpoint or an
+    output."""
+    stage = STAGES[name]
+    if stage.remeasured:
+        return False
+    return ctx.run.checkpoint(name).exists() or any(p.exists() for p in stage.writes(ctx))
