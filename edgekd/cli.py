@@ -542,23 +542,17 @@ def bench(
         typer.echo(f"INT8 coverage: {summary['engine']['int8_coverage']['coverage']:.0%}")
 
 
-def _drift_table(result: dict[str, Any]) -> list[str]:
-    layers = {layer["module"]: layer for layer in result["layers"]}
-    width = max(len("layer"), *(len(name) for name in result["top"]))
-    rows = [f"{'layer':<{width}}  added rel err    rel err  max |diff|    cosine"]
-    for name in result["top"]:
-        m = layers[name]
-        rows.append(
-            f"{name:<{width}}  {m['added_rel_l2']:>+13.2e}  {m['rel_l2']:>9.2e}  "
-            f"{m['max_abs_diff']:>10.2e}  {m['cosine']:>8.6f}"
-        )
-    logits = result["logits"]
-    rows += [
-        f"logits: top-1 agreement {logits['top1_agreement']:.2%}, max |diff| "
-        f"{logits['max_abs_diff']:.2e} ({result['samples']} samples, {result['runtime']})",
-        f"tensorrt: {result['tensorrt']}",
-    ]
-    return rows
+def _drift_table(drift: dict[str, Any]) -> list[str]:
+    from edgekd.report.drift import HEADER, NUMERIC, drift_rows, drift_summary
+
+    rows = [HEADER, *drift_rows(drift)]
+    widths = [max(map(len, column)) for column in zip(*rows, strict=True)]
+
+    def line(row: list[str]) -> str:
+        cells = zip(row, widths, NUMERIC, strict=True)
+        return "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in cells).rstrip()
+
+    return [*map(line, rows), drift_summary(drift)]
 
 
 @app.command()

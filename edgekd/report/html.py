@@ -12,6 +12,7 @@ from html import escape
 from typing import Any
 
 from edgekd.report import plots
+from edgekd.report.drift import COLUMNS, HEADER, top_layers
 from edgekd.report.page import Page, has, pointer, resolve, row_label, shown_models, text_cell
 
 GATE_STATUS = {"passed": ("passed", "ok"), "failed": ("failed", "bad"),
@@ -271,16 +272,12 @@ def _drift(page: Page) -> None:
     drift = page.report.get("drift")
     if not drift:
         return
-    index = {layer["module"]: i for i, layer in enumerate(drift["layers"])}
     page.add("<h2>Drift: fake-quant PyTorch vs the deployed runtime</h2>")
-    rows = []
-    for name in drift["top"]:
-        i = index[name]
-        base = ("drift", "layers", i)
-        rows.append([page.td("text", *base, "module"), page.td("text", *base, "op"),
-                     page.td("signed", *base, "added_rel_l2"), page.td("sci", *base, "rel_l2"),
-                     page.td("sci", *base, "max_abs_diff"), page.td("cos", *base, "cosine")])  # fmt: skip
-    page.table(["layer", "op", "added rel. error", "rel. error", "max abs diff", "cosine"], rows)
+    rows = [
+        [page.td(kind, "drift", "layers", i, key) for _, key, kind in COLUMNS]
+        for i, _ in top_layers(drift)
+    ]
+    page.table(HEADER, rows)
     page.add(
         f'<p class="note">On {page.v("int", "drift", "samples")} validation samples '
         f"({page.v('text', 'drift', 'runtime')}): logits max abs diff "

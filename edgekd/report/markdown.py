@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekd.report.drift import HEADER, NUMERIC, drift_rows, drift_summary
 from edgekd.report.gates import with_status
 from edgekd.report.schema import MODELS
 
@@ -18,28 +19,13 @@ def _ms(stats: dict[str, Any] | None, key: str) -> str:
 
 def _drift_lines(drift: dict[str, Any]) -> list[str]:
     """The layers that add the most error between the fake-quant student and the runtime."""
-    layers = {layer["module"]: layer for layer in drift["layers"]}
-    lines = [
-        "",
-        "### Drift (fake-quant vs ONNX Runtime)",
-        "",
-        "| layer | added rel. error | rel. error | max abs diff | cosine |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for name in drift["top"]:
-        m = layers[name]
-        lines.append(
-            f"| {name} | {m['added_rel_l2']:+.2e} | {m['rel_l2']:.2e} | "
-            f"{m['max_abs_diff']:.2e} | {m['cosine']:.6f} |"
-        )
-    logits = drift["logits"]
-    lines += [
-        "",
-        f"On {drift['samples']} validation samples ({drift['runtime']}): logits max abs diff "
-        f"{logits['max_abs_diff']:.2e}, top-1 agreement {_pct(logits['top1_agreement'])}; "
-        f"TensorRT {drift['tensorrt']}.",
-    ]
-    return lines
+
+    def line(cells: list[str]) -> str:
+        return f"| {' | '.join(cells)} |"
+
+    align = "|" + "|".join("---:" if n else "---" for n in NUMERIC) + "|"
+    rows = [line(HEADER), align, *map(line, drift_rows(drift))]
+    return ["", "### Drift (fake-quant vs ONNX Runtime)", "", *rows, "", drift_summary(drift)]
 
 
 def gain_line(gain: dict[str, Any]) -> str:
