@@ -142,7 +142,10 @@ def test_a_layer_matches_hooks_and_an_extracted_model_file(
     with OrtRunner(sub, threads=0) as runner:
         out = runner.predict(x.numpy())
     ref = seen[0].numpy()
-    assert layer["rel_l2"] == pytest.approx(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+    # float32 sums in another order (the runner's batches and threads): ~1e-6 apart on some CPUs
+    assert layer["rel_l2"] == pytest.approx(
+        np.linalg.norm(out - ref) / np.linalg.norm(ref), rel=1e-4
+    )
 
 
 def test_report_picks_up_the_drift(run: Path, drift: dict) -> None:
