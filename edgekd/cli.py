@@ -111,7 +111,7 @@ def _loss_weights(items: list[str]) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep:
-            raise BadInput(f"--loss-weight {item!r}: expected NAME=NUMBER, e.g. at=1000")
+            raise BadInput(f"--loss-weight {item!r}: expected NAME=NUMBER, e.g. at=10")
     return out
 
 
