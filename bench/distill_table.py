@@ -42,8 +42,8 @@ ROWS = {  # row label -> CompressConfig fields
     "kd": {"loss": "kd"},
     "dkd": {"loss": "dkd"},
     "dist": {"loss": "dist"},
-    "fitnet": {"loss": "fitnet"},
-    "at": {"loss": "at"},
+    "fitnet": {"loss": "fitnet", "loss_weights": {"fitnet": 100.0}},  # the paper's weights,
+    "at": {"loss": "at", "loss_weights": {"at": 1000.0}},  # no longer the defaults
     "rkd": {"loss": "rkd"},
     "sp": {"loss": "sp"},
     "cc": {"loss": "cc"},
