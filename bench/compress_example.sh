@@ -9,9 +9,10 @@ rm -rf runs/example bench-out/example-cache
 mkdir -p bench-out
 export EDGEKD_CACHE=bench-out/example-cache
 start=$(date +%s.%N)
-edgekd compress --out runs/example "$@" 2> >(python3 -u bench/stamp_log.py | tee bench-out/example.log >&2)
+exec 3>&1  # stdout stays stdout; stderr alone goes through the stamping pipe, which is waited for
+edgekd compress --out runs/example "$@" 2>&1 >&3 3>&- | python3 -u bench/stamp_log.py |
+    tee bench-out/example.log >&2
 echo "wall: $(echo "$(date +%s.%N) - $start" | bc) s" >&2
-sleep 0.5  # the stamping process drains the log
 python3 bench/stamp_log.py --stages bench-out/example.log >&2
 mkdir -p docs/example-report
 cp runs/example/report.json runs/example/report.md runs/example/report.html runs/example/manifest.json \
