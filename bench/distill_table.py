@@ -10,9 +10,11 @@ trained here with cross-entropy and used as ONNX (logits only).
 
 ``--student NAME`` picks another student of bench/students.py (the long-schedule table uses
 ``convnet_example`` and ``convnet_quarter``); the second teacher is trained only when its row runs.
+``--teacher FACTORY --teacher-weights PT`` distills from another teacher than the bundled one (the
+stronger-teacher table uses a ``convnet_example`` trained alone for 30 epochs).
 
 Usage: python bench/distill_table.py [--epochs 4] [--seeds 0 1 2] [--rows kd at ...] [--out DIR]
-       [--student convnet_half]
+       [--student convnet_half] [--teacher FACTORY --teacher-weights PT]
 """
 
 from __future__ import annotations
@@ -83,12 +85,11 @@ def second_teacher(out: Path, data_dir: str, epochs: int) -> Path:
 def run_row(
     label: str, fields: dict, seed: int, args: argparse.Namespace, teacher2: Path | None
 ) -> dict:
-    example = resources.files("edgekd.example")
     fields = dict(fields)
     if fields.get("ensemble") == "TEACHER2":
         fields["ensemble"] = [str(teacher2)]
     cfg = CompressConfig(
-        teacher=EXAMPLE_TEACHER, weights=str(example / "teacher.pt"), data=args.data,
+        teacher=args.teacher, weights=args.teacher_weights, data=args.data,
         mean=EXAMPLE_MEAN, std=EXAMPLE_STD, student=f"{STUDENTS}:{args.student}",
         epochs=args.epochs, seed=seed,
         batch_size=128, lr=3e-3, cache_dir=str(args.out / "cache"), **fields,
@@ -111,7 +112,7 @@ def run_row(
     }
 
 
-def table(results: list[dict], teacher_acc: float, teacher2: dict | None) -> str:
+def table(results: list[dict], teacher: str, teacher_acc: float, teacher2: dict | None) -> str:
     lines = [
         "| row | test accuracy % (mean ± std) | seeds | training samples/s |",
         "|---|---|---|---|",
@@ -125,7 +126,7 @@ def table(results: list[dict], teacher_acc: float, teacher2: dict | None) -> str
         lines.append(
             f"| {label} | {statistics.mean(accs):.2f} ± {std:.2f} | {len(accs)} | {sps:,.0f} |"
         )
-    lines.append(f"| teacher (FashionCNN, 1,165,930 params) | {100 * teacher_acc:.2f} | - | - |")
+    lines.append(f"| teacher ({teacher}) | {100 * teacher_acc:.2f} | - | - |")
     if teacher2:
         lines.append(
             f"| second teacher (ConvNet w2 d1.5, {teacher2['params']:,} params, ONNX) "
@@ -144,6 +145,10 @@ def main() -> None:
     p.add_argument("--teacher2-epochs", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--student", default="convnet_half", help="a function of bench/students.py")
+    p.add_argument("--teacher", default=EXAMPLE_TEACHER, help="MODULE:FACTORY or FILE.py:FACTORY")
+    p.add_argument(
+        "--teacher-weights", default=str(resources.files("edgekd.example") / "teacher.pt")
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -165,12 +170,12 @@ def main() -> None:
     data = load_dataset(args.data, mean=EXAMPLE_MEAN, std=EXAMPLE_STD)
     from edgekd.models.teacher import load_model
 
-    example = resources.files("edgekd.example")
-    teacher = load_model(EXAMPLE_TEACHER, str(example / "teacher.pt"))
+    teacher = load_model(args.teacher, args.teacher_weights)
     teacher_acc = accuracy(predict(teacher, data.val.x, torch.device("cpu")), data.val.y)
+    params = sum(p.numel() for p in teacher.parameters())
     t2_json = args.out / "teacher2.json"
     t2 = json.loads(t2_json.read_text()) if t2_json.exists() else None
-    md = table(results, teacher_acc, t2)
+    md = table(results, f"{args.teacher.rsplit(':', 1)[-1]}, {params:,} params", teacher_acc, t2)
     (args.out / "table.md").write_text(md + "\n")
     print(md)
 
