@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Time per training step: kd with the teacher cache vs cross-entropy only, same student, one run.
 
-Epochs of the three alternate (CE, cached kd, live kd, CE, ...) so that machine noise hits them
-alike; the figure is the ratio of median step times. "live kd" runs the teacher every step, what
-the cache saves. Student: bench/students.py:convnet_half; teacher: the bundled FashionCNN;
+Epochs of the four alternate (CE, cached kd, live kd, plain live kd, CE, ...) so that machine
+noise hits them alike; the figure is the ratio of median step times. "live kd" runs the teacher
+every step as edgekd does for augmented inputs (``LiveTeacher``: inference mode, channels-last);
+"plain live kd" runs it under ``no_grad`` in the default memory format, the reference for what
+those two buy. Student: bench/students.py:convnet_half; teacher: the bundled FashionCNN;
 data: the first N images of full Fashion-MNIST's training set.
 
 Usage: python bench/cache_step.py [--samples 12800] [--rounds 5] [--threads 2]
@@ -24,7 +26,7 @@ import torch
 from edgekd.config import EXAMPLE_MEAN, EXAMPLE_STD, EXAMPLE_TEACHER
 from edgekd.data import Split, load_dataset
 from edgekd.distill.cache import cache_key, teacher_outputs
-from edgekd.distill.losses import make_objective
+from edgekd.distill.losses import Outputs, make_objective
 from edgekd.distill.teachers import CachedTeacher, LiveTeacher
 from edgekd.distill.trainer import TrainConfig, fit
 from edgekd.models.teacher import load_model
@@ -33,6 +35,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from students import convnet_half  # noqa: E402
 
 CPU = torch.device("cpu")
+
+
+class PlainLiveTeacher:
+    """The teacher run every step the straightforward way: ``no_grad``, contiguous tensors."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+
+    def __call__(self, idx: torch.Tensor, x: torch.Tensor) -> Outputs:
+        with torch.no_grad():
+            return Outputs(self.model(x), [])
 
 
 def main() -> None:
@@ -53,11 +66,15 @@ def main() -> None:
         logits = torch.tensor(outputs.logits)  # a copy: memmaps are read-only
         cached = CachedTeacher(logits, outputs)
         live = LiveTeacher([teacher], None, 4.0, CPU)
+        plain_teacher = load_model(
+            EXAMPLE_TEACHER, str(resources.files("edgekd.example") / "teacher.pt")
+        )  # its own copy: LiveTeacher moved the first one to channels-last
         zeros = torch.zeros(len(train), 10)
         runs = {
             "ce": (zeros, make_objective("ce")),
             "kd_cached": (cached, make_objective("kd")),
             "kd_live": (live, make_objective("kd")),
+            "kd_live_plain": (PlainLiveTeacher(plain_teacher), make_objective("kd")),
         }
         steps = -(-len(train) // args.batch_size)
         times: dict[str, list[float]] = {k: [] for k in runs}
@@ -75,6 +92,8 @@ def main() -> None:
         "ms_per_step": median,
         "kd_cached_vs_ce": median["kd_cached"] / median["ce"],
         "kd_live_vs_ce": median["kd_live"] / median["ce"],
+        "kd_live_plain_vs_ce": median["kd_live_plain"] / median["ce"],
+        "kd_live_vs_plain": median["kd_live"] / median["kd_live_plain"],
         "all_ms_per_step": times,
     }
     print(json.dumps(result, indent=2))
