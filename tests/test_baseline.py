@@ -21,6 +21,8 @@ from edgekd.distill.control import state_sha256
 from edgekd.models.teacher import load_weights
 from edgekd.pipeline import Context, compress, open_run, run_in
 from edgekd.report.compare import load_runs, table
+from edgekd.report.html import render_html
+from edgekd.report.markdown import render_markdown
 from edgekd.report.page import resolve
 from edgekd.report.schema import load_schema
 from edgekd.run import RunDir
@@ -173,6 +175,18 @@ def test_report_files_and_compare_show_the_gain(baseline_run, digits_run) -> Non
     rows = {row[0]: row[1:] for row in table([out, digits_run], load_runs([out, digits_run]))}
     assert rows["distillation gain pt"] == [f"{gain['gain_pt']:+.2f}", "—"]
     assert rows["gain 95 % CI pt"] == [interval, "—"]
+
+
+def test_report_says_when_the_teacher_has_nothing_to_transfer(baseline_run) -> None:
+    _, report = baseline_run
+    baseline = report["distillation_gain"]["baseline_accuracy"]
+    for teacher, shown in ((baseline - 0.01, True), (baseline, True), (baseline + 0.01, False)):
+        case = {**report, "accuracy": {**report["accuracy"], "teacher": teacher}}
+        md, html = render_markdown(case), render_html(case)
+        assert ("a stronger teacher, not another loss" in md) is shown, teacher
+        assert ("a stronger teacher, not another loss" in html) is shown, teacher
+        if shown:
+            assert f"({100 * baseline:.2f} % vs {100 * teacher:.2f} %)" in md
 
 
 def _gated(out: Path, tmp_path: Path, min_kd_gain: float) -> tuple[int, Path]:

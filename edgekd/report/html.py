@@ -13,6 +13,7 @@ from typing import Any
 
 from edgekd.report import plots
 from edgekd.report.drift import COLUMNS, HEADER, top_layers
+from edgekd.report.markdown import HEADROOM, headroom_note
 from edgekd.report.page import Page, has, pointer, resolve, row_label, shown_models, text_cell
 
 GATE_STATUS = {"passed": ("passed", "ok"), "failed": ("failed", "bad"),
@@ -116,6 +117,11 @@ def _distillation_gain(page: Page) -> None:
         [row_label("method"), page.td("text", *base, "method")],
     ]  # fmt: skip
     page.table(None, rows)
+    if headroom_note(page.report):
+        page.add(
+            '<p class="note">The student trained alone is as accurate as the teacher (the '
+            f"baseline row above, the teacher's in the summary): {escape(HEADROOM)}</p>"
+        )
 
 
 ESTIMATE_ROWS = (

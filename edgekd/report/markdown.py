@@ -46,6 +46,24 @@ def gain_line(gain: dict[str, Any]) -> str:
     return line
 
 
+HEADROOM = (
+    "soft targets cannot pass on accuracy the teacher lacks: a stronger teacher, not another "
+    "loss, is what would make distillation pay."
+)
+
+
+def headroom_note(report: dict[str, Any]) -> str | None:
+    """With --baseline: a note when the student trained alone is as accurate as the teacher."""
+    gain = report.get("distillation_gain")
+    teacher = report["accuracy"].get("teacher")
+    if gain is None or teacher is None or gain["baseline_accuracy"] < teacher:
+        return None
+    return (
+        f"The student trained alone is as accurate as the teacher on the validation split "
+        f"({_pct(gain['baseline_accuracy'])} vs {_pct(teacher)}): {HEADROOM}"
+    )
+
+
 def _quantization_lines(q: dict[str, Any]) -> list[str]:
     """Scheme, calibration, the layers kept in float and the most sensitive layers."""
     how = "post-training (calibration only)" if q.get("ptq") else "quantization-aware"
@@ -218,6 +236,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     if "distillation_gain" in report:
         lines.append(gain_line(report["distillation_gain"]))
+        note = headroom_note(report)
+        if note:
+            lines.append(note)
     ratio = report.get("latency_ratio", {}).get("student_int8_vs_fp32")
     if ratio is not None:
         lines.append(f"INT8 / fp32 p90 latency: {ratio:.2f}×.")
