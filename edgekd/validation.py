@@ -186,6 +186,12 @@ def check_combination(cfg: Any) -> None:
             f"--loss-weight {extra[0]}=...: {extra[0]!r} is not a term of --loss {cfg.loss} "
             f"(its terms: {', '.join(terms) or 'none, labels alone'})"
         )
+    (alpha,) = [f.default for f in fields(cfg) if f.name == "alpha"]
+    if cfg.alpha != alpha and "kd" not in terms:
+        raise BadInput(
+            f"--alpha {cfg.alpha:g} is the kd weight, and --loss {cfg.loss} has no kd term: "
+            f"add kd to the loss or drop --alpha"
+        )
     mixes = mixing(cfg.augment) is not None
     if cfg.mix_alpha is not None and not mixes:
         raise BadInput(

@@ -293,3 +293,13 @@ def test_a_loss_weight_for_a_term_not_in_the_loss_is_refused(digits_options) -> 
     ):
         cfg.resolved()
     CompressConfig(**digits_options, loss="kd+at", loss_weights={"at": 500.0}).resolved()
+
+
+def test_alpha_without_a_kd_term_is_refused(digits_options) -> None:
+    from edgekd.config import CompressConfig
+    from edgekd.errors import BadInput
+
+    with pytest.raises(BadInput, match="--alpha 0.5 is the kd weight, and --loss dist has no kd"):
+        CompressConfig(**digits_options, loss="dist", alpha=0.5).resolved()
+    CompressConfig(**digits_options, loss="dist+kd", alpha=0.5).resolved()
+    CompressConfig(**digits_options, loss="dist").resolved()  # the default alpha: nothing set
