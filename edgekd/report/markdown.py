@@ -48,7 +48,7 @@ def gain_line(gain: dict[str, Any]) -> str:
 
 HEADROOM = (
     "soft targets cannot pass on accuracy the teacher lacks: a stronger teacher, not another "
-    "loss, is what would make distillation pay."
+    "loss, is what could make distillation pay."
 )
 
 
